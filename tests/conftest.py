@@ -1,0 +1,88 @@
+"""Shared test helpers: small synthetic 4D scans made on the fly and a bin/ script runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / "bin"
+
+# An oblique, anisotropic affine like a real short-axis cine.
+OBLIQUE = np.array(
+    [
+        [1.4, 0.1, 0.5, -80.0],
+        [-0.1, 1.38, 0.9, -60.0],
+        [0.0, -0.22, 7.9, 20.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+
+def blob_series(shape=(24, 20, 6, 8), seed=0, dtype=np.int16, scale=1000.0) -> np.ndarray:
+    """A smooth bright blob moving over time on a noisy background, ``(x, y, z, t)``."""
+    rng = np.random.default_rng(seed)
+    nx, ny, nz, nt = shape
+    x, y, z = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
+    frames = []
+    for t in range(nt):
+        cx = nx * (0.35 + 0.3 * t / max(nt - 1, 1))
+        blob = np.exp(
+            -((x - cx) ** 2 + (y - ny / 2) ** 2) / (2 * (nx / 6) ** 2) - (z - nz / 2) ** 2 / 8
+        )
+        frames.append(blob)
+    data = np.stack(frames, axis=-1) * scale + rng.normal(50, 5, size=shape)
+    return data.astype(dtype)
+
+
+def write_nifti(path: Path, data: np.ndarray, affine=OBLIQUE, time_step=0.04) -> Path:
+    """Write ``data`` as NIfTI with the given geometry and return the path."""
+    img = nib.Nifti1Image(data, affine)
+    if data.ndim == 4:
+        img.header.set_zooms((*img.header.get_zooms()[:3], time_step))
+    img.header.set_xyzt_units("mm", "sec")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, path)
+    return path
+
+
+def run_cli(name: str, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``bin/NAME`` with this interpreter; assert success unless ``check`` is False."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(BIN / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if check:
+        assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A clean failure: non-zero exit, one 'Error:' line naming the problem, no traceback."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error:"), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files an atomic write would leave behind on failure."""
+    return [p for p in folder.rglob("*") if ".tmp" in p.name]
+
+
+@pytest.fixture
+def scan_file(tmp_path: Path) -> Path:
+    """A small int16 4D NIfTI scan (24x20x6, 8 frames)."""
+    return write_nifti(tmp_path / "scan.nii.gz", blob_series())

@@ -1,0 +1,213 @@
+"""Preparation choices and its inverse."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import OBLIQUE, blob_series, leftovers, write_nifti
+from tssc_py.errors import TsscError
+from tssc_py.io import Scan, read_scan, write_scan
+from tssc_py.prepare import (
+    PrepareConfig,
+    load_record,
+    prepare_file,
+    prepare_scan,
+    record_path,
+    resample_inplane,
+    restore_file,
+    restore_scan,
+    select_frames,
+)
+
+EXACT = PrepareConfig(size=24, depth=6, low_percentile=0, high_percentile=100)
+
+
+def _scan(shape=(24, 24, 6, 8), **kwargs) -> Scan:
+    return Scan(blob_series(shape, **kwargs), OBLIQUE, time_step=0.04)
+
+
+def _filled(prepared: Scan, record) -> np.ndarray:
+    """The prepared frames placed at their positions in the filled series."""
+    out = np.zeros((*prepared.data.shape[:3], record.n_frames), np.float32)
+    out[..., record.prepared_frames] = prepared.data
+    return out
+
+
+def test_select_frames_defaults_and_ranges() -> None:
+    assert select_frames(30, PrepareConfig()) == [int(v) for v in np.round(np.linspace(0, 29, 12))]
+    assert select_frames(30, PrepareConfig(frames=4)) == [0, 10, 19, 29]
+    assert select_frames(30, PrepareConfig(start_frame=3, end_frame=9)) == list(range(3, 10))
+    assert select_frames(30, PrepareConfig(start_frame=3, end_frame=9, frames=3)) == [3, 6, 9]
+    assert select_frames(5, PrepareConfig(mode="upsample")) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("n", "config", "message"),
+    [
+        (8, PrepareConfig(), "fewer frames than needed"),
+        (30, PrepareConfig(frames=2), "at least 3 frames"),
+        (30, PrepareConfig(start_frame=9, end_frame=3), "must come after"),
+        (30, PrepareConfig(start_frame=40), "outside the series"),
+    ],
+)
+def test_select_frames_errors(n: int, config: PrepareConfig, message: str) -> None:
+    with pytest.raises(TsscError, match=message):
+        select_frames(n, config)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(TsscError, match="unknown mode"):
+        PrepareConfig(mode="fast")
+    with pytest.raises(TsscError, match="percentiles"):
+        PrepareConfig(low_percentile=50, high_percentile=10)
+
+
+def test_round_trip_is_exact_without_resampling() -> None:
+    scan = _scan()
+    config = replace(EXACT, frames=5)
+    prepared, record = prepare_scan(scan, config, "s")
+    assert prepared.data.dtype == np.float32
+    assert prepared.data.min() == 0 and prepared.data.max() == 1
+    restored = restore_scan(_filled(prepared, record), record)
+    assert restored.data.dtype == np.int16
+    np.testing.assert_array_equal(restored.data, scan.data[..., record.source_frames])
+    np.testing.assert_array_equal(restored.affine, scan.affine)
+
+
+@pytest.mark.parametrize("depth", [10, 11, 4, 3])
+def test_depth_padding_and_cropping_are_centred_and_undone(depth: int) -> None:
+    scan = _scan()
+    prepared, record = prepare_scan(scan, replace(EXACT, depth=depth, frames=3), "s")
+    assert prepared.data.shape == (24, 24, depth, 3)
+    restored = restore_scan(_filled(prepared, record), record).data
+    expected = scan.data[..., record.source_frames]
+    if depth >= 6:
+        pad = (depth - 6) // 2
+        assert record.z_offset == pad
+        assert not prepared.data[:, :, :pad].any() and not prepared.data[:, :, pad + 6 :].any()
+        np.testing.assert_array_equal(restored, expected)
+    else:
+        start = (6 - depth) // 2
+        kept = slice(start, start + depth)
+        np.testing.assert_array_equal(restored[:, :, kept], expected[:, :, kept])
+        # Dropped slices come back as background (the intensity that maps to 0).
+        assert (
+            np.delete(restored, np.arange(start, start + depth), axis=2) == scan.data.min()
+        ).all()
+
+
+def test_prepared_affine_overlays_the_source() -> None:
+    scan = _scan((20, 30, 6, 4))
+    prepared, record = prepare_scan(scan, replace(EXACT, size=40, depth=10, frames=3), "s")
+    assert record.z_offset == 2
+    # The outer edges of the field of view coincide; prepared slice k is source slice k - 2.
+    pairs = [([-0.5, -0.5, 2], [-0.5, -0.5, 0]), ([39.5, 39.5, 7], [19.5, 29.5, 5])]
+    for prepared_index, source_index in pairs:
+        np.testing.assert_allclose(
+            prepared.affine @ [*prepared_index, 1], scan.affine @ [*source_index, 1], atol=1e-9
+        )
+
+
+def test_resampling_round_trip_within_interpolation_error() -> None:
+    scan = _scan((40, 40, 6, 4), scale=1000.0)
+    config = PrepareConfig(size=64, depth=6, frames=3, low_percentile=0, high_percentile=100)
+    prepared, record = prepare_scan(scan, config, "s")
+    restored = restore_scan(_filled(prepared, record), record).data.astype(float)
+    truth = scan.data[..., record.source_frames].astype(float)
+    error = np.abs(restored - truth)
+    # Linear interpolation of a smooth blob: a few percent of the range at most, far less
+    # on average; noise (sigma 5) is blurred a little by the two interpolations.
+    value_range = truth.max() - truth.min()
+    assert error.max() < 0.04 * value_range
+    assert error.mean() < 0.01 * value_range
+
+
+def test_resample_keeps_field_of_view_and_constant_images() -> None:
+    data = np.full((10, 12, 3), 7.0, np.float32)
+    out = resample_inplane(data, (25, 6), antialias=True)
+    assert out.shape == (25, 6, 3)
+    np.testing.assert_allclose(out, 7.0, rtol=1e-5)
+    ramp = np.broadcast_to(np.arange(10, dtype=np.float32)[:, None, None], (10, 4, 1))
+    up = resample_inplane(np.ascontiguousarray(ramp), (20, 4), antialias=False)[:, 0, 0]
+    # Pixel centres: output i sits at source (i + 0.5) / 2 - 0.5.
+    np.testing.assert_allclose(up[1:-1], (np.arange(1, 19) + 0.5) / 2 - 0.5, atol=1e-5)
+
+
+def test_robust_percentiles_clip() -> None:
+    scan = _scan()
+    scan.data[0, 0, 0, 0] = 30000
+    config = replace(EXACT, low_percentile=1, high_percentile=99, frames=3)
+    prepared, record = prepare_scan(scan, config, "s")
+    assert record.intensity_high < 30000
+    assert prepared.data.min() == 0 and prepared.data.max() == 1
+
+
+def test_upsample_mode_positions_and_time_step() -> None:
+    scan = _scan((24, 24, 6, 4))
+    config = replace(EXACT, mode="upsample", frames_between=3)
+    prepared, record = prepare_scan(scan, config, "s")
+    assert record.n_frames == 3 * 4 + 1
+    assert record.known_frames == record.prepared_frames == [0, 4, 8, 12]
+    assert record.predicted_frames == [t for t in range(13) if t % 4]
+    restored = restore_scan(_filled(prepared, record), record)
+    assert restored.data.shape == (24, 24, 6, 13)
+    assert restored.time_step == pytest.approx(0.01)
+    np.testing.assert_array_equal(restored.data[..., ::4], scan.data)
+
+
+def test_constant_scan_is_refused() -> None:
+    scan = Scan(np.zeros((8, 8, 4, 12), np.int16), np.eye(4))
+    with pytest.raises(TsscError, match="constant intensity"):
+        prepare_scan(scan, PrepareConfig(size=8, depth=4), "s")
+
+
+def test_restore_checks_shape() -> None:
+    prepared, record = prepare_scan(_scan(), replace(EXACT, frames=3), "s")
+    with pytest.raises(TsscError, match="the record expects"):
+        restore_scan(prepared.data[:, :, :, :2], record)
+
+
+def test_files_round_trip_and_record(tmp_path: Path, scan_file: Path) -> None:
+    config = PrepareConfig(size=32, depth=8, frames=4)
+    image, rec_path = prepare_file(scan_file, tmp_path / "p" / "s1.nii.gz", config, "s1")
+    assert rec_path == record_path(image) == tmp_path / "p" / "s1.json"
+    record = load_record(rec_path)
+    assert record.subject == "s1" and record.config == {**config.__dict__}
+    assert read_scan(image).data.shape == (32, 32, 8, 4)
+    prepared = read_scan(image)
+    filled = write_scan(prepared.replace(data=_filled(prepared, record)), tmp_path / "f.nii.gz")
+    out = restore_file(filled, rec_path, tmp_path / "restored.nii.gz")
+    restored = read_scan(out)
+    assert restored.data.shape == (24, 20, 6, 4)
+    np.testing.assert_array_equal(restored.affine, read_scan(scan_file).affine)
+    with pytest.raises(TsscError, match="output exists"):
+        prepare_file(scan_file, image, config, "s1")
+    assert leftovers(tmp_path) == []
+
+
+def test_prepare_file_errors_name_the_scan(tmp_path: Path) -> None:
+    path = write_nifti(tmp_path / "short.nii.gz", blob_series((8, 8, 4, 5)))
+    with pytest.raises(TsscError, match="fewer frames than needed") as info:
+        prepare_file(path, tmp_path / "out.nii.gz", PrepareConfig(size=8, depth=4))
+    assert str(path) in str(info.value)
+    with pytest.raises(TsscError, match="subject id"):
+        prepare_file(path, tmp_path / "out.nii.gz", PrepareConfig(size=8, depth=4), "a b")
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_bad_records(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text("{not json")
+    with pytest.raises(TsscError, match="not a JSON"):
+        load_record(path)
+    path.write_text(json.dumps({"version": 99}))
+    with pytest.raises(TsscError, match="not a tssc preparation record"):
+        load_record(path)
+    path.write_text(json.dumps({"version": 1, "subject": "x"}))
+    with pytest.raises(TsscError, match="malformed"):
+        load_record(path)

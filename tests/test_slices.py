@@ -1,0 +1,111 @@
+"""Split into 2D+t chunks and assemble back."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import OBLIQUE, blob_series
+from tssc_py.errors import TsscError
+from tssc_py.io import Scan, read_scan, write_scan
+from tssc_py.prepare import PrepareConfig, prepare_scan, record_path, save_record
+from tssc_py.slices import (
+    Chunk,
+    assemble_chunks,
+    assemble_files,
+    load_chunk,
+    save_chunk,
+    split_file,
+    split_volume,
+)
+
+
+def _prepared(shape, mode="evaluate", frames_between=2, seed=0):
+    nx, _, nz, nt = shape
+    scan = Scan(blob_series(shape, seed=seed), OBLIQUE)
+    config = PrepareConfig(mode=mode, frames=nt, size=nx, depth=nz, frames_between=frames_between)
+    return prepare_scan(scan, config, "s")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    nx=st.integers(3, 7),
+    depth=st.integers(1, 11),
+    frames=st.integers(3, 6),
+    chunk_size=st.integers(1, 14),
+    mode=st.sampled_from(["evaluate", "upsample"]),
+    seed=st.integers(0, 1000),
+)
+def test_split_assemble_is_lossless(nx, depth, frames, chunk_size, mode, seed) -> None:
+    prepared, record = _prepared((nx, nx, depth, frames), mode, seed=seed)
+    chunks = split_volume(prepared.data, record, chunk_size)
+    assert len(chunks) == -(-depth // chunk_size)
+    assert all(c.stack.shape[0] <= chunk_size for c in chunks)
+    volume = assemble_chunks(chunks[::-1])
+    assert volume.shape == (nx, nx, depth, record.n_frames)
+    np.testing.assert_array_equal(volume[..., record.prepared_frames], prepared.data)
+    new = [t for t in range(record.n_frames) if t not in record.prepared_frames]
+    assert not volume[..., new].any()
+
+
+def test_chunk_files_round_trip(tmp_path: Path) -> None:
+    prepared, record = _prepared((6, 5, 7, 4))
+    chunk = split_volume(prepared.data, record, 3)[1]
+    save_chunk(chunk, tmp_path / "c.npz")
+    loaded = load_chunk(tmp_path / "c.npz")
+    assert loaded.info == chunk.info
+    np.testing.assert_array_equal(loaded.stack, chunk.stack)
+    assert loaded.info.z_start == 3 and loaded.stack.shape == (3, 4, 6, 6)
+
+
+def test_not_a_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "c.npz"
+    path.write_bytes(b"garbage")
+    with pytest.raises(TsscError, match="not a tssc chunk"):
+        load_chunk(path)
+    np.savez(path, stack=np.zeros(3))
+    with pytest.raises(TsscError, match="not a tssc chunk"):
+        load_chunk(path)
+    with pytest.raises(TsscError, match="no such file"):
+        load_chunk(tmp_path / "missing.npz")
+
+
+def test_assemble_refuses_gaps_overlaps_and_mixtures() -> None:
+    prepared, record = _prepared((4, 4, 6, 3))
+    chunks = split_volume(prepared.data, record, 2)
+    with pytest.raises(TsscError, match="a gap"):
+        assemble_chunks([chunks[0], chunks[2]])
+    with pytest.raises(TsscError, match="overlap"):
+        assemble_chunks([chunks[0], chunks[0], chunks[1], chunks[2]])
+    with pytest.raises(TsscError, match="stop at slice 4"):
+        assemble_chunks(chunks[:2])
+    other = Chunk(chunks[1].stack, replace(chunks[1].info, subject="t"))
+    with pytest.raises(TsscError, match="do not belong together"):
+        assemble_chunks([chunks[0], other, chunks[2]])
+    with pytest.raises(TsscError, match="no chunks"):
+        assemble_chunks([])
+
+
+def test_bad_chunk_size() -> None:
+    prepared, record = _prepared((4, 4, 6, 3))
+    with pytest.raises(TsscError, match="chunk size"):
+        split_volume(prepared.data, record, 0)
+
+
+def test_files(tmp_path: Path) -> None:
+    prepared, record = _prepared((6, 6, 5, 4))
+    image = write_scan(prepared, tmp_path / "s.nii.gz")
+    save_record(record, record_path(image))
+    paths = split_file(image, record_path(image), tmp_path / "chunks", chunk_size=2)
+    assert [p.name for p in paths] == ["s.chunk000.npz", "s.chunk001.npz", "s.chunk002.npz"]
+    with pytest.raises(TsscError, match="output exists"):
+        split_file(image, record_path(image), tmp_path / "chunks", chunk_size=2)
+    out = assemble_files(paths, record_path(image), tmp_path / "filled.nii.gz")
+    filled = read_scan(out)
+    np.testing.assert_array_equal(filled.data, prepared.data)
+    np.testing.assert_allclose(filled.affine, prepared.affine)

@@ -1,0 +1,82 @@
+"""Atomic output files: write under a temporary name, rename when everything is complete.
+
+A failed step therefore never leaves a partial file behind, and an existing file is only
+replaced when the caller asked for it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tssc_py.errors import TsscError
+
+
+def check_writable(path: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing output unless ``overwrite``; return the path.
+
+    Raises:
+        TsscError: if the file exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise TsscError("output exists (use --overwrite to replace it)", path)
+    return path
+
+
+def _full_suffix(path: Path) -> str:
+    # Keep compound suffixes (.nii.gz) so format-sniffing writers see the right extension.
+    return "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+
+
+class OutputSet:
+    """A group of output files that appear together or not at all."""
+
+    def __init__(self, overwrite: bool = False) -> None:
+        self.overwrite = overwrite
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, dest: str | Path) -> Path:
+        """Reserve ``dest`` and return the temporary path to write it to."""
+        dest = check_writable(dest, self.overwrite)
+        if any(d == dest for d, _ in self._pending):
+            raise TsscError("the same output is written twice", dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{dest.name}.", suffix=f".tmp{_full_suffix(dest)}", dir=dest.parent
+        )
+        os.close(fd)
+        self._pending.append((dest, Path(tmp)))
+        return Path(tmp)
+
+    def commit(self) -> None:
+        for dest, tmp in self._pending:
+            os.replace(tmp, dest)
+        self._pending.clear()
+
+    def discard(self) -> None:
+        for _, tmp in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+
+@contextmanager
+def outputs(overwrite: bool = False) -> Iterator[OutputSet]:
+    """Context manager: files reserved in the block are renamed into place only on success."""
+    group = OutputSet(overwrite)
+    try:
+        yield group
+    except BaseException:
+        group.discard()
+        raise
+    group.commit()
+
+
+@contextmanager
+def atomic_path(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path for one output file; rename it to ``dest`` on success."""
+    with outputs(overwrite) as group:
+        yield group.path(dest)

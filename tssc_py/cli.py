@@ -1,0 +1,150 @@
+"""Shared pieces of the ``bin/`` scripts: the command class and options used by several steps.
+
+Each ``bin/tssc-*`` script only declares its options and calls one library function; expected
+failures (:class:`~tssc_py.errors.TsscError`) become one ``Error: FILE: problem`` line and
+exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tssc_py.errors import TsscError
+from tssc_py.metrics import SSIM_MODES
+from tssc_py.prepare import MODES, PrepareConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Command(click.Command):
+    """A click command that reports :class:`TsscError` as a one-line error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", CONTEXT)
+        super().__init__(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TsscError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def command(func: F) -> click.Command:
+    """Make ``func`` a tssc command; its docstring is the ``--help`` text."""
+    return click.command(cls=Command)(func)
+
+
+PATH = click.Path(path_type=Path, dir_okay=True)
+
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace outputs that already exist (refused otherwise)."
+)
+
+
+def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Apply several click decorators as one (first listed is shown first in --help)."""
+
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+_DEFAULT = PrepareConfig()
+
+prepare_options = compose(
+    click.option(
+        "--mode",
+        type=click.Choice(MODES),
+        default=_DEFAULT.mode,
+        show_default=True,
+        help="evaluate: first and last of the chosen frames are known, the frames between "
+        "are hidden, predicted and scored. upsample: every pair of consecutive chosen "
+        "frames gets --frames-between new frames; nothing is scored.",
+    ),
+    click.option(
+        "--frames",
+        type=click.IntRange(min=2),
+        default=None,
+        help="Number of evenly spaced frames, round(linspace(start, end, N)). Default: 12 "
+        "over the whole series in evaluate mode; every frame between --start-frame and "
+        "--end-frame when either is given; every frame in upsample mode.",
+    ),
+    click.option(
+        "--start-frame",
+        type=click.IntRange(min=0),
+        default=None,
+        help="First frame to use, e.g. end-diastole (0-based). Default: 0.",
+    ),
+    click.option(
+        "--end-frame",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Last frame to use, e.g. end-systole (0-based). Default: the last frame.",
+    ),
+    click.option(
+        "--size",
+        type=click.IntRange(min=8),
+        default=_DEFAULT.size,
+        show_default=True,
+        help="In-plane size after resampling (SIZE x SIZE voxels, field of view kept).",
+    ),
+    click.option(
+        "--depth",
+        type=click.IntRange(min=1),
+        default=_DEFAULT.depth,
+        show_default=True,
+        help="Slices after centred zero padding or cropping.",
+    ),
+    click.option(
+        "--frames-between",
+        type=click.IntRange(min=1),
+        default=_DEFAULT.frames_between,
+        show_default=True,
+        help="upsample mode: new frames generated between each pair of acquired frames.",
+    ),
+    click.option(
+        "--low-percentile",
+        type=click.FloatRange(0, 100),
+        default=_DEFAULT.low_percentile,
+        show_default=True,
+        help="Intensity percentile mapped to 0 (lower values are clipped).",
+    ),
+    click.option(
+        "--high-percentile",
+        type=click.FloatRange(0, 100),
+        default=_DEFAULT.high_percentile,
+        show_default=True,
+        help="Intensity percentile mapped to 1 (higher values are clipped; use 0 and 100 "
+        "for an exactly invertible min-max scaling).",
+    ),
+)
+"""The preparation options shared by tssc-prepare and tssc-run (PrepareConfig fields)."""
+
+
+chunk_size_option = click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Slices per chunk (the unit one GPU task processes).",
+)
+
+ssim_option = click.option(
+    "--ssim",
+    "ssim_mode",
+    type=click.Choice(SSIM_MODES),
+    default="3d",
+    show_default=True,
+    help="3d: SSIM over each whole frame volume (Gaussian window 11, sigma 1.5, as UVI-Net); "
+    "2d: mean of per-slice 2D SSIM.",
+)

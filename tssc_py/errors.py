@@ -1,0 +1,31 @@
+"""The one exception type for expected failures (bad input, refused overwrite).
+
+Command-line entry points turn it into a single error line and a non-zero exit; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class TsscError(Exception):
+    """An expected failure, reported to the user as one line."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self.message = message
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+@contextmanager
+def about(path: str | Path) -> Iterator[None]:
+    """Attach ``path`` to any :class:`TsscError` raised in the block that names no file."""
+    try:
+        yield
+    except TsscError as exc:
+        if exc.path is not None:
+            raise
+        raise TsscError(exc.message, path) from None

@@ -1,0 +1,254 @@
+"""4D scan input and output that keeps geometry.
+
+NIfTI (``.nii``, ``.nii.gz``) goes through nibabel, MetaImage (``.mha``, ``.mhd``) and NRRD
+(``.nrrd``, ``.nhdr``) through SimpleITK. Arrays are always indexed ``(x, y, z, t)``, and the
+geometry is a 4x4 voxel-to-world affine in nibabel's RAS+ millimetre convention plus the time
+between frames. Reading a scan and writing it back unchanged keeps data and geometry exactly:
+the source NIfTI header or ITK origin/spacing/direction travels with the scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import zlib
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from tssc_py.atomic import OutputSet, outputs
+from tssc_py.errors import TsscError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+
+# ITK stores geometry in LPS, nibabel in RAS: the first two world axes flip sign.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class ItkGeometry:
+    """The exact 4D origin, spacing and direction of an image read through SimpleITK."""
+
+    origin: tuple[float, ...]
+    spacing: tuple[float, ...]
+    direction: tuple[float, ...]
+
+
+@dataclass
+class Scan:
+    """A 3D or 4D image with its geometry.
+
+    Attributes:
+        data: Voxel array indexed ``(x, y, z)`` or ``(x, y, z, t)``.
+        affine: 4x4 voxel-to-world matrix (RAS+, millimetres).
+        time_step: Time between frames, in ``time_unit``.
+        time_unit: ``"sec"``, ``"msec"``, ``"usec"`` or ``"unknown"``.
+        header: The NIfTI header the scan was read with, if any.
+        itk: The ITK geometry the scan was read with, if any.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    time_step: float = 1.0
+    time_unit: str = "sec"
+    header: nib.Nifti1Header | None = field(default=None, repr=False)
+    itk: ItkGeometry | None = field(default=None, repr=False)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size along x, y, z in millimetres."""
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    def replace(self, **changes: object) -> Scan:
+        """A copy with some fields changed (geometry provenance kept)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def default_subject(path: str | Path) -> str:
+    """Subject id from a file name: the name without its image suffix."""
+    path = Path(path)
+    suffix = _suffix(path)
+    return path.name[: -len(suffix)] if suffix in SUFFIXES else path.stem
+
+
+def scan_suffix(path: str | Path) -> str:
+    """The suffix to write a result of ``path`` with (detached headers become single files)."""
+    return {".mhd": ".mha", ".nhdr": ".nrrd"}.get(_suffix(Path(path)), _suffix(Path(path)))
+
+
+def _read_nifti(path: Path) -> Scan:
+    img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise TsscError("not a NIfTI image", path)
+    data = np.asanyarray(img.dataobj)
+    header = img.header.copy()
+    zooms = header.get_zooms()
+    _, time_unit = header.get_xyzt_units()
+    time_step = float(zooms[3]) if len(zooms) > 3 else 1.0
+    return Scan(data, img.affine.copy(), time_step, time_unit, header=header)
+
+
+def _itk_affine(geometry: ItkGeometry) -> np.ndarray:
+    dim = len(geometry.spacing)
+    direction = np.asarray(geometry.direction, dtype=float).reshape(dim, dim)[:3, :3]
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(geometry.spacing[:3])
+    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(geometry.origin[:3], dtype=float)
+    return affine
+
+
+def _read_itk(path: Path) -> Scan:
+    image = sitk.ReadImage(str(path))
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise TsscError("multi-component (vector) images are not supported", path)
+    if image.GetDimension() < 3:
+        raise TsscError(f"is {image.GetDimension()}D, a 3D or 4D image is needed", path)
+    data = sitk.GetArrayFromImage(image)
+    data = np.ascontiguousarray(data.transpose(tuple(range(data.ndim))[::-1]))
+    geometry = ItkGeometry(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+    time_step = float(geometry.spacing[3]) if image.GetDimension() > 3 else 1.0
+    return Scan(data, _itk_affine(geometry), time_step, "unknown", itk=geometry)
+
+
+def _squeeze_trailing(data: np.ndarray) -> np.ndarray:
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data
+
+
+def read_scan(path: str | Path, ndim: int | None = 4) -> Scan:
+    """Read a scan and check it.
+
+    Args:
+        path: A NIfTI, MetaImage or NRRD file.
+        ndim: Required number of dimensions (4 for a 4D series, 3 for one volume), or None.
+
+    Returns:
+        The scan, data in its stored type (scaled to float when the file asks for scaling).
+
+    Raises:
+        TsscError: if the file is missing, unreadable, has the wrong dimensionality, or holds
+            NaN or infinite values.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TsscError("no such file", path)
+    if path.is_dir():
+        raise TsscError("is a directory, not an image file", path)
+    suffix = _suffix(path)
+    if suffix not in SUFFIXES:
+        raise TsscError(f"unsupported file type; use one of {', '.join(SUFFIXES)}", path)
+    try:
+        scan = _read_nifti(path) if suffix in NIFTI_SUFFIXES else _read_itk(path)
+    except TsscError:
+        raise
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        RuntimeError,
+        zlib.error,
+        gzip.BadGzipFile,
+        nib.filebasedimages.ImageFileError,
+    ) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TsscError(f"not a readable image ({reason[:200]})", path) from None
+    scan.data = _squeeze_trailing(scan.data)
+    if ndim is not None and scan.data.ndim != ndim:
+        shape = "x".join(str(s) for s in scan.data.shape)
+        want = "a 4D (x, y, z, t) series" if ndim == 4 else f"a {ndim}D image"
+        raise TsscError(f"is {scan.data.ndim}D ({shape}), {want} is needed", path)
+    if np.issubdtype(scan.data.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(scan.data)))
+        if bad:
+            raise TsscError(f"contains {bad} NaN or infinite voxel(s)", path)
+    return scan
+
+
+def _nifti_image(scan: Scan) -> nib.Nifti1Image:
+    header = None if scan.header is None else scan.header.copy()
+    img = nib.Nifti1Image(scan.data, scan.affine, header=header)
+    hdr = img.header
+    hdr.set_data_dtype(scan.data.dtype)
+    # The array is stored as given: no rescaling, so values round-trip exactly.
+    hdr["scl_slope"] = np.nan
+    hdr["scl_inter"] = np.nan
+    if scan.data.ndim == 4:
+        hdr.set_zooms((*hdr.get_zooms()[:3], scan.time_step))
+    if scan.header is None:
+        space_unit = "mm"
+        time_unit = scan.time_unit if scan.time_unit in ("sec", "msec", "usec") else "unknown"
+        hdr.set_xyzt_units(space_unit, time_unit)
+    return img
+
+
+def _itk_image(scan: Scan) -> sitk.Image:
+    data = scan.data
+    dim = data.ndim
+    image = sitk.GetImageFromArray(data.transpose(tuple(range(dim))[::-1]), isVector=False)
+    source = scan.itk
+    if source is not None and np.array_equal(_itk_affine(source), scan.affine):
+        # Reuse the exact spatial numbers read from the file: re-deriving them from the affine
+        # can change the last bit of the direction cosines.
+        origin = np.asarray(source.origin[:3], dtype=float)
+        spacing = np.asarray(source.spacing[:3], dtype=float)
+        direction3 = np.asarray(source.direction, dtype=float).reshape(
+            len(source.spacing), len(source.spacing)
+        )[:3, :3]
+    else:
+        spacing = np.linalg.norm(scan.affine[:3, :3], axis=0)
+        direction3 = _LPS_TO_RAS @ scan.affine[:3, :3] / spacing
+        origin = _LPS_TO_RAS @ scan.affine[:3, 3]
+    direction = np.eye(dim)
+    direction[:3, :3] = direction3
+    if dim == 4:
+        time_origin = source.origin[3] if source is not None and len(source.origin) == 4 else 0.0
+        origin = np.append(origin, time_origin)
+        spacing = np.append(spacing, scan.time_step)
+    image.SetOrigin(tuple(float(v) for v in origin))
+    image.SetSpacing(tuple(float(v) for v in spacing))
+    image.SetDirection(tuple(float(v) for v in direction.ravel()))
+    return image
+
+
+def write_scan(
+    scan: Scan, path: str | Path, overwrite: bool = False, group: OutputSet | None = None
+) -> Path:
+    """Write a scan atomically, in the format its suffix names.
+
+    Args:
+        scan: The scan to write.
+        path: Output file; ``.nii``, ``.nii.gz``, ``.mha`` or ``.nrrd``.
+        overwrite: Replace an existing file.
+        group: Write as part of this output group (renamed with the group, not now).
+
+    Raises:
+        TsscError: if the output exists and ``overwrite`` is False, or the suffix is unknown.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in SUFFIXES:
+        raise TsscError(f"unsupported output type; use one of {', '.join(SUFFIXES)}", path)
+    if suffix in (".mhd", ".nhdr"):
+        raise TsscError("detached-header outputs are not supported; use .mha or .nrrd", path)
+    with outputs(overwrite) if group is None else nullcontext(group) as target:
+        tmp = target.path(path)
+        if suffix in NIFTI_SUFFIXES:
+            nib.save(_nifti_image(scan), tmp)
+        else:
+            sitk.WriteImage(_itk_image(scan), str(tmp), useCompression=True)
+    return path

@@ -1,0 +1,112 @@
+"""The method interface, the registry, and the checked entry point."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+import numpy as np
+
+from tssc_py.atomic import atomic_path
+from tssc_py.errors import TsscError, about
+from tssc_py.slices import Chunk, load_chunk, save_chunk
+
+M = TypeVar("M", bound=type["Method"])
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+class Method(ABC):
+    """An interpolation method.
+
+    Subclasses set ``name`` (the ``--method`` value) and ``min_known`` (fewest known frames
+    they can work from) and implement :meth:`fill`.
+    """
+
+    name: ClassVar[str]
+    min_known: ClassVar[int] = 2
+
+    @abstractmethod
+    def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
+        """Return ``stack`` with every frame not in ``known`` predicted.
+
+        Args:
+            stack: ``(slices, frames, x, y)`` float32; unknown frames hold zeros.
+            known: Sorted indices of the known frames.
+        """
+
+
+def register(cls: M) -> M:
+    """Class decorator adding a method to the registry under its ``name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"method {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    """Names of the registered methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    """An instance of the method registered as ``name``.
+
+    Raises:
+        TsscError: for an unknown name.
+    """
+    if name not in _REGISTRY:
+        raise TsscError(f"unknown method {name!r}; available: {', '.join(method_names())}")
+    return _REGISTRY[name]()
+
+
+def interpolate(stack: np.ndarray, known: Sequence[int], method: Method) -> np.ndarray:
+    """Fill the unknown frames of ``stack`` with ``method``.
+
+    The method sees zeros in place of unknown frames; the result carries the input's known
+    frames unchanged, bit for bit.
+
+    Raises:
+        TsscError: if there are fewer known frames than the method needs, a frame index is out
+            of range, or the method returns the wrong shape or non-finite values.
+    """
+    if stack.ndim != 4:
+        raise TsscError(f"a stack is (slices, frames, x, y), got shape {stack.shape}")
+    n_frames = stack.shape[1]
+    known = sorted(set(int(t) for t in known))
+    if any(not 0 <= t < n_frames for t in known):
+        raise TsscError(f"known frames {known} outside the stack's {n_frames} frames")
+    if len(known) < method.min_known:
+        raise TsscError(
+            f"method {method.name!r} needs at least {method.min_known} known frames, "
+            f"the stack has {len(known)}"
+        )
+    visible = np.zeros(stack.shape, dtype=np.float32)
+    visible[:, known] = stack[:, known]
+    filled = np.asarray(method.fill(visible, known), dtype=np.float32)
+    if filled.shape != stack.shape:
+        raise TsscError(f"method {method.name!r} returned shape {filled.shape}, not {stack.shape}")
+    if not np.isfinite(filled).all():
+        raise TsscError(f"method {method.name!r} returned NaN or infinite values")
+    filled[:, known] = stack[:, known]
+    return filled
+
+
+def fill_chunk(chunk: Chunk, method: Method) -> Chunk:
+    """A chunk with its unknown frames filled by ``method``."""
+    stack = interpolate(chunk.stack, chunk.info.known_frames, method)
+    return Chunk(stack, replace(chunk.info, method=method.name))
+
+
+def interpolate_file(chunk: Path, method: str, out: Path, overwrite: bool = False) -> Path:
+    """Fill a chunk file with the method named ``method`` and write it to ``out``."""
+    runner = get_method(method)
+    loaded = load_chunk(chunk)
+    with about(chunk):
+        filled = fill_chunk(loaded, runner)
+    with atomic_path(out, overwrite) as tmp:
+        save_chunk(filled, tmp)
+    return out

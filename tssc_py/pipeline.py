@@ -1,0 +1,132 @@
+"""The whole chain for a cohort on one machine, calling the same functions as the step scripts.
+
+scan -> prepared -> chunks -> filled chunks -> volume -> restored -> metrics -> report.
+
+Output layout under ``out``::
+
+    prepared/SUBJECT.nii.gz, prepared/SUBJECT.json    model-space volume and its record
+    METHOD/SUBJECT.<scan suffix>                      result in the scan's own geometry
+    metrics/SUBJECT.METHOD.frames.csv, .metrics.csv   evaluate mode only
+    report/frames.csv, cohort.csv, summary.csv, psnr_per_frame.png
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tssc_py.atomic import outputs
+from tssc_py.errors import TsscError, about
+from tssc_py.io import read_scan, scan_suffix, write_scan
+from tssc_py.methods import fill_chunk, get_method
+from tssc_py.metrics import write_subject_metrics
+from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record
+from tssc_py.report import write_report
+from tssc_py.samplesheet import Subject, read_inputs
+from tssc_py.slices import assemble_chunks, split_volume
+
+
+def _subject_config(config: PrepareConfig, subject: Subject) -> PrepareConfig:
+    """The cohort options, with the samplesheet's frame range where it gives one."""
+    changes = {}
+    if subject.start_frame is not None:
+        changes["start_frame"] = subject.start_frame
+    if subject.end_frame is not None:
+        changes["end_frame"] = subject.end_frame
+    return replace(config, **changes)
+
+
+def run_subject(
+    subject: Subject,
+    out: Path,
+    methods: Sequence[str],
+    config: PrepareConfig,
+    chunk_size: int = 8,
+    ssim_mode: str = "3d",
+    overwrite: bool = False,
+    progress: tqdm | None = None,
+) -> list[Path]:
+    """Run every method on one subject; its outputs appear together or not at all."""
+    runners = [get_method(name) for name in methods]
+    scan = read_scan(subject.scan)
+    with about(subject.scan):
+        prepared, record = prepare_scan(
+            scan, _subject_config(config, subject), subject.subject, str(subject.scan)
+        )
+        chunks = split_volume(prepared.data, record, chunk_size)
+    written = []
+    with outputs(overwrite) as group:
+        written.append(
+            write_scan(prepared, out / "prepared" / f"{subject.subject}.nii.gz", group=group)
+        )
+        written.append(out / "prepared" / f"{subject.subject}.json")
+        save_record(record, group.path(written[-1]))
+        for runner in runners:
+            if progress is not None:
+                progress.set_postfix_str(f"{subject.subject} {runner.name}")
+            with about(subject.scan):
+                filled = assemble_chunks([fill_chunk(chunk, runner) for chunk in chunks])
+                restored = restore_scan(filled, record)
+            target = out / runner.name / f"{subject.subject}{scan_suffix(subject.scan)}"
+            written.append(write_scan(restored, target, group=group))
+            if record.mode == "evaluate":
+                written += write_subject_metrics(
+                    filled, prepared.data, record, runner.name, out / "metrics", ssim_mode, group
+                )
+            if progress is not None:
+                progress.update()
+    return written
+
+
+def run_cohort(
+    inputs: str,
+    out: Path,
+    methods: Sequence[str] = ("linear", "nearest"),
+    config: PrepareConfig | None = None,
+    chunk_size: int = 8,
+    ssim_mode: str = "3d",
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> list[Path]:
+    """Prepare, interpolate, restore and score every subject, then write the report.
+
+    Args:
+        inputs: A scan file, a glob of scan files, or a samplesheet CSV.
+        out: Output folder (see the module docstring for its layout).
+        methods: Registered method names.
+        config: Preparation options (a samplesheet's frame range overrides them per subject).
+        chunk_size: Slices per chunk.
+        ssim_mode: ``"3d"`` or ``"2d"``.
+        overwrite: Replace existing outputs; otherwise a non-empty ``out`` is refused.
+        show_progress: Draw a progress bar on stderr.
+
+    Returns:
+        Every file written.
+    """
+    config = config or PrepareConfig()
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise TsscError("no method given")
+    for name in methods:
+        get_method(name)
+    subjects = read_inputs(inputs)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise TsscError("output folder is not empty (use --overwrite to replace outputs)", out)
+    written: list[Path] = []
+    with tqdm(
+        total=len(subjects) * len(methods),
+        desc="tssc-run",
+        unit="run",
+        disable=not show_progress,
+    ) as progress:
+        for subject in subjects:
+            written += run_subject(
+                subject, out, methods, config, chunk_size, ssim_mode, overwrite, progress
+            )
+    if config.mode == "evaluate":
+        written += write_report([out / "metrics"], out / "report", overwrite)
+    return written

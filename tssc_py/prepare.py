@@ -1,0 +1,398 @@
+"""Preparation of a 4D scan for the models, and its exact inverse.
+
+``prepare_scan`` chooses the frames, resamples every frame in-plane to ``size x size`` with
+SimpleITK, pads or crops the slices to ``depth`` (centred) and scales intensities to [0, 1] with
+robust percentiles. Everything it did is kept in a :class:`PrepareRecord` (saved as JSON next
+to the prepared volume) so that ``restore_scan`` maps any result in model space back to the
+original grid, geometry, intensity range and data type.
+
+Two modes, named the same everywhere:
+
+* ``evaluate``: of the N chosen frames the first and last are known and the N-2 between them
+  are hidden, predicted and scored (the paper's protocol).
+* ``upsample``: every pair of consecutive chosen frames gets ``frames_between`` new frames,
+  giving a longer series; nothing is scored.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from tssc_py import __version__
+from tssc_py.atomic import outputs
+from tssc_py.errors import TsscError, about
+from tssc_py.io import ItkGeometry, Scan, default_subject, read_scan, write_scan
+from tssc_py.samplesheet import check_subject_id
+
+MODES = ("evaluate", "upsample")
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Preparation options; field names are the CLI option names.
+
+    Attributes:
+        mode: ``"evaluate"`` or ``"upsample"``.
+        frames: Number of evenly spaced frames to take (``round(linspace(start, end, N))``).
+            None means 12 over the whole series in evaluate mode, every frame between
+            ``start_frame`` and ``end_frame`` when either is given, and every frame in upsample
+            mode.
+        start_frame: First frame to use (e.g. end-diastole); default 0.
+        end_frame: Last frame to use (e.g. end-systole); default the last frame.
+        size: In-plane size of the prepared frames (size x size).
+        depth: Number of slices after centred zero padding or cropping.
+        frames_between: New frames between each pair of known frames (upsample mode).
+        low_percentile: Percentile mapped to 0.
+        high_percentile: Percentile mapped to 1.
+    """
+
+    mode: str = "evaluate"
+    frames: int | None = None
+    start_frame: int | None = None
+    end_frame: int | None = None
+    size: int = 256
+    depth: int = 32
+    frames_between: int = 10
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise TsscError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.size < 1 or self.depth < 1:
+            raise TsscError("size and depth must be positive")
+        if self.frames_between < 1:
+            raise TsscError("frames_between must be at least 1")
+        if not 0 <= self.low_percentile < self.high_percentile <= 100:
+            raise TsscError("percentiles must satisfy 0 <= low < high <= 100")
+
+
+@dataclass
+class PrepareRecord:
+    """What preparation did to one scan, enough to undo it.
+
+    Frame bookkeeping uses positions in the *filled* series (the one methods produce):
+    ``prepared_frames`` are the positions of the prepared volume's frames, ``known_frames``
+    the positions given to methods as input; the rest are predicted.
+    """
+
+    subject: str
+    source: str
+    mode: str
+    config: dict
+    source_frames: list[int]
+    n_frames: int
+    known_frames: list[int]
+    prepared_frames: list[int]
+    original_shape: list[int]
+    original_dtype: str
+    original_affine: list[list[float]]
+    original_time_step: float
+    time_unit: str
+    restored_time_step: float
+    prepared_affine: list[list[float]]
+    prepared_time_step: float
+    z_offset: int
+    intensity_low: float
+    intensity_high: float
+    nifti_header: str | None = None
+    itk_geometry: dict | None = None
+    version: int = RECORD_VERSION
+    tssc_version: str = field(default=__version__)
+
+    @property
+    def predicted_frames(self) -> list[int]:
+        """Positions in the filled series that a method must predict."""
+        known = set(self.known_frames)
+        return [t for t in range(self.n_frames) if t not in known]
+
+
+def record_path(image: str | Path) -> Path:
+    """The JSON record that sits next to a prepared image (``x.nii.gz`` -> ``x.json``)."""
+    image = Path(image)
+    return image.with_name(default_subject(image) + ".json")
+
+
+def save_record(record: PrepareRecord, path: Path) -> None:
+    """Write a record as JSON to ``path`` (the caller provides atomicity)."""
+    path.write_text(json.dumps(asdict(record), indent=1) + "\n")
+
+
+def load_record(path: str | Path) -> PrepareRecord:
+    """Read a preparation record.
+
+    Raises:
+        TsscError: if the file is missing, not JSON, or not a tssc record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TsscError("no such file", path)
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TsscError(f"not a JSON preparation record ({exc})", path) from None
+    if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+        raise TsscError("not a tssc preparation record (missing or unknown version)", path)
+    try:
+        return PrepareRecord(**data)
+    except TypeError as exc:
+        raise TsscError(f"malformed preparation record ({exc})", path) from None
+
+
+def select_frames(n_available: int, config: PrepareConfig) -> list[int]:
+    """Indices of the source frames to use, in time order.
+
+    Raises:
+        TsscError: if the series has fewer frames than the choice needs.
+    """
+    start = 0 if config.start_frame is None else config.start_frame
+    end = n_available - 1 if config.end_frame is None else config.end_frame
+    if not 0 <= start < n_available or not 0 <= end < n_available:
+        raise TsscError(
+            f"start/end frame ({start}, {end}) outside the series' {n_available} frames"
+        )
+    if end <= start:
+        raise TsscError(f"end frame {end} must come after start frame {start}")
+    frames = config.frames
+    if frames is None:
+        whole = config.mode == "upsample" or config.start_frame is not None
+        whole = whole or config.end_frame is not None
+        frames = end - start + 1 if whole else 12
+    minimum = 3 if config.mode == "evaluate" else 2
+    if frames < minimum:
+        raise TsscError(f"{config.mode} mode needs at least {minimum} frames, {frames} asked")
+    if frames > end - start + 1:
+        raise TsscError(
+            f"fewer frames than needed: {frames} frames asked, the series has "
+            f"{end - start + 1} between frames {start} and {end}"
+        )
+    return [int(v) for v in np.round(np.linspace(start, end, frames))]
+
+
+def _index_map(in_size: tuple[int, int], out_size: tuple[int, int], z_offset: int) -> np.ndarray:
+    """Matrix taking prepared voxel indices to source voxel indices (pixel centres aligned)."""
+    mapping = np.eye(4)
+    for axis in range(2):
+        scale = in_size[axis] / out_size[axis]
+        mapping[axis, axis] = scale
+        mapping[axis, 3] = (scale - 1) / 2
+    mapping[2, 3] = -z_offset
+    return mapping
+
+
+def resample_inplane(data: np.ndarray, size: tuple[int, int], antialias: bool) -> np.ndarray:
+    """Resample the first two axes of a float32 ``(x, y, ...)`` array linearly with SimpleITK.
+
+    The field of view is kept (pixel edges stay aligned). Other axes are untouched: all frames
+    and slices go through one 3D resampling, since z positions map onto themselves exactly.
+
+    Args:
+        data: Array of shape ``(x, y, ...)``.
+        size: Output in-plane size ``(x, y)``.
+        antialias: Smooth with a Gaussian before shrinking an axis, to avoid aliasing.
+    """
+    in_size = data.shape[:2]
+    if tuple(in_size) == tuple(size):
+        return data.astype(np.float32, copy=False)
+    stack = data.reshape(in_size[0], in_size[1], -1)
+    image = sitk.GetImageFromArray(stack.transpose(2, 1, 0).astype(np.float32), isVector=False)
+    scales = [in_size[a] / size[a] for a in range(2)]
+    if antialias and max(scales) > 1:
+        sigmas = [0.5 * np.sqrt(s * s - 1) if s > 1 else 0.0 for s in scales] + [0.0]
+        image = sitk.DiscreteGaussian(image, [s * s for s in sigmas], 32, 0.01, False)
+    mapping = _index_map(in_size, size, 0)
+    out = sitk.Resample(
+        image,
+        [int(size[0]), int(size[1]), stack.shape[2]],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        (mapping[0, 3], mapping[1, 3], 0.0),
+        (scales[0], scales[1], 1.0),
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+        0.0,
+        sitk.sitkFloat32,
+    )
+    array = sitk.GetArrayViewFromImage(out).transpose(2, 1, 0)
+    return np.ascontiguousarray(array).reshape((*size, *data.shape[2:]))
+
+
+def _fit_depth(data: np.ndarray, depth: int, z_offset: int) -> np.ndarray:
+    """Place source slices at ``z + z_offset`` in a volume of ``depth`` slices (zero filled)."""
+    out = np.zeros((data.shape[0], data.shape[1], depth, *data.shape[3:]), dtype=data.dtype)
+    src0, dst0 = max(0, -z_offset), max(0, z_offset)
+    count = min(data.shape[2] - src0, depth - dst0)
+    out[:, :, dst0 : dst0 + count] = data[:, :, src0 : src0 + count]
+    return out
+
+
+def _frame_positions(n_chosen: int, config: PrepareConfig) -> tuple[int, list[int], list[int]]:
+    """(n_frames, known_frames, prepared_frames) of the filled series."""
+    if config.mode == "evaluate":
+        return n_chosen, [0, n_chosen - 1], list(range(n_chosen))
+    step = config.frames_between + 1
+    known = [i * step for i in range(n_chosen)]
+    return (n_chosen - 1) * step + 1, known, known
+
+
+def _affine_list(matrix: np.ndarray) -> list[list[float]]:
+    return [[float(v) for v in row] for row in matrix]
+
+
+def prepare_scan(
+    scan: Scan, config: PrepareConfig, subject: str, source: str = ""
+) -> tuple[Scan, PrepareRecord]:
+    """Prepare a 4D scan for the methods.
+
+    Args:
+        scan: The source 4D scan.
+        config: Preparation options.
+        subject: Subject id, recorded and used to name outputs.
+        source: Where the scan came from (recorded for provenance).
+
+    Returns:
+        The prepared float32 scan (``size x size x depth x frames``, values in [0, 1], with an
+        affine that overlays the source) and the record that undoes it.
+    """
+    chosen = select_frames(scan.data.shape[3], config)
+    series = scan.data[..., chosen].astype(np.float32)
+    low, high = (
+        float(v) for v in np.percentile(series, [config.low_percentile, config.high_percentile])
+    )
+    if high <= low:
+        raise TsscError(f"has constant intensity ({low}) over the chosen frames")
+    size = (config.size, config.size)
+    nx, ny, nz = scan.data.shape[:3]
+    z_offset = (config.depth - nz) // 2 if nz <= config.depth else -((nz - config.depth) // 2)
+    prepared = resample_inplane(series, size, antialias=True)
+    prepared = _fit_depth(prepared, config.depth, z_offset)
+    # In place: the prepared array is the largest buffer here, avoid temporaries of its size.
+    prepared -= np.float32(low)
+    prepared *= np.float32(1.0 / (high - low))
+    np.clip(prepared, 0.0, 1.0, out=prepared)
+
+    steps = np.diff(chosen)
+    mean_step = float(np.mean(steps)) * scan.time_step
+    n_frames, known, positions = _frame_positions(len(chosen), config)
+    restored_step = (
+        mean_step if config.mode == "evaluate" else mean_step / (config.frames_between + 1)
+    )
+    prepared_affine = scan.affine @ _index_map((nx, ny), size, z_offset)
+    record = PrepareRecord(
+        subject=subject,
+        source=source,
+        mode=config.mode,
+        config=asdict(config),
+        source_frames=chosen,
+        n_frames=n_frames,
+        known_frames=known,
+        prepared_frames=positions,
+        original_shape=[int(v) for v in scan.data.shape],
+        original_dtype=str(scan.data.dtype),
+        original_affine=_affine_list(scan.affine),
+        original_time_step=float(scan.time_step),
+        time_unit=scan.time_unit,
+        restored_time_step=restored_step,
+        prepared_affine=_affine_list(prepared_affine),
+        prepared_time_step=mean_step,
+        z_offset=z_offset,
+        intensity_low=low,
+        intensity_high=high,
+        nifti_header=None
+        if scan.header is None
+        else base64.b64encode(scan.header.binaryblock).decode("ascii"),
+        itk_geometry=None if scan.itk is None else asdict(scan.itk),
+    )
+    out = Scan(prepared, prepared_affine, mean_step, scan.time_unit)
+    return out, record
+
+
+def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
+    """Map a filled series in model space back to the source grid, intensities and dtype.
+
+    Args:
+        volume: ``(size, size, depth, n_frames)`` array in prepared space.
+        record: The record of the preparation.
+
+    Returns:
+        A scan on the source grid with the source affine (and NIfTI header or ITK geometry),
+        ``n_frames`` frames ``restored_time_step`` apart, in the source data type (integers are
+        rounded and clipped to the type's range).
+
+    Raises:
+        TsscError: if the volume does not have the prepared shape.
+    """
+    config = PrepareConfig(**record.config)
+    expected = (config.size, config.size, config.depth, record.n_frames)
+    if volume.shape != expected:
+        raise TsscError(
+            f"has shape {volume.shape}, the record expects {expected} "
+            f"(subject {record.subject}, {record.mode} mode)"
+        )
+    nx, ny, nz = record.original_shape[:3]
+    # Undo the depth padding first: it shrinks the data the resampling has to touch.
+    keep = _fit_depth(volume.astype(np.float32, copy=False), nz, -record.z_offset)
+    data = resample_inplane(keep, (nx, ny), antialias=False).astype(np.float64)
+    data *= record.intensity_high - record.intensity_low
+    data += record.intensity_low
+    dtype = np.dtype(record.original_dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        data = np.clip(np.rint(data), info.min, info.max)
+    elif not np.issubdtype(dtype, np.floating) or dtype.itemsize < 4:
+        dtype = np.dtype(np.float32)
+    header = None
+    if record.nifti_header is not None:
+        header = nib.Nifti1Header(base64.b64decode(record.nifti_header))
+    itk = (
+        None
+        if record.itk_geometry is None
+        else ItkGeometry(**{k: tuple(v) for k, v in record.itk_geometry.items()})
+    )
+    return Scan(
+        data.astype(dtype),
+        np.asarray(record.original_affine, dtype=float),
+        record.restored_time_step,
+        record.time_unit,
+        header=header,
+        itk=itk,
+    )
+
+
+def prepare_file(
+    scan: Path,
+    out: Path,
+    config: PrepareConfig,
+    subject: str | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, Path]:
+    """Read ``scan``, prepare it, write the prepared volume to ``out`` and its JSON record.
+
+    Returns:
+        The prepared image path and the record path (``out`` with ``.json``).
+    """
+    subject = check_subject_id(subject or default_subject(scan), scan)
+    source = read_scan(scan)
+    with about(scan):
+        prepared, record = prepare_scan(source, config, subject, str(scan))
+    json_path = record_path(out)
+    with outputs(overwrite) as group:
+        write_scan(prepared, out, group=group)
+        save_record(record, group.path(json_path))
+    return out, json_path
+
+
+def restore_file(filled: Path, record: Path, out: Path, overwrite: bool = False) -> Path:
+    """Restore a filled prepared-space series to the source geometry and write it to ``out``."""
+    rec = load_record(record)
+    volume = read_scan(filled).data
+    with about(filled):
+        restored = restore_scan(volume, rec)
+    return write_scan(restored, out, overwrite)

@@ -1,0 +1,113 @@
+"""Cohort inputs: one scan, a glob, or a samplesheet CSV ``subject,scan[,start_frame,end_frame]``.
+
+Subject ids become file names and shell arguments, so they are restricted to letters, digits,
+``.``, ``_`` and ``-``; scan paths may contain anything (spaces included). Relative scan paths
+in a samplesheet are relative to the samplesheet's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tssc_py.errors import TsscError
+from tssc_py.io import default_subject
+
+SUBJECT_ID = re.compile(r"[A-Za-z0-9._-]+")
+REQUIRED_COLUMNS = ("subject", "scan")
+OPTIONAL_COLUMNS = ("start_frame", "end_frame")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One row of a cohort: an id, its scan, and optional frame range."""
+
+    subject: str
+    scan: Path
+    start_frame: int | None = None
+    end_frame: int | None = None
+
+
+def check_subject_id(subject: str, where: str | Path | None = None) -> str:
+    """Return ``subject`` if it is a safe id, else raise TsscError naming ``where``."""
+    if not SUBJECT_ID.fullmatch(subject) or subject in (".", ".."):
+        raise TsscError(
+            f"subject id {subject!r} has characters other than letters, digits, '.', '_', '-'",
+            where,
+        )
+    return subject
+
+
+def _optional_int(value: str | None, column: str, sheet: Path, line: int) -> int | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise TsscError(f"line {line}: {column} {value!r} is not an integer", sheet) from None
+
+
+def read_samplesheet(sheet: Path) -> list[Subject]:
+    """Parse and validate a samplesheet CSV.
+
+    Raises:
+        TsscError: for a missing file or column, an empty sheet, a bad or duplicate subject id,
+            or a non-integer frame.
+    """
+    if not sheet.is_file():
+        raise TsscError("no such file", sheet)
+    with sheet.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise TsscError(f"samplesheet is missing column(s): {', '.join(missing)}", sheet)
+        reader.fieldnames = columns
+        subjects: list[Subject] = []
+        seen: set[str] = set()
+        for line, row in enumerate(reader, start=2):
+            subject = (row.get("subject") or "").strip()
+            scan = (row.get("scan") or "").strip()
+            if not subject or not scan:
+                raise TsscError(f"line {line}: empty subject or scan", sheet)
+            check_subject_id(subject, f"{sheet}: line {line}")
+            if subject in seen:
+                raise TsscError(f"line {line}: duplicate subject {subject!r}", sheet)
+            seen.add(subject)
+            path = Path(scan)
+            subjects.append(
+                Subject(
+                    subject,
+                    path if path.is_absolute() else sheet.parent / path,
+                    _optional_int(row.get("start_frame"), "start_frame", sheet, line),
+                    _optional_int(row.get("end_frame"), "end_frame", sheet, line),
+                )
+            )
+    if not subjects:
+        raise TsscError("samplesheet has no rows", sheet)
+    return subjects
+
+
+def read_inputs(spec: str) -> list[Subject]:
+    """Subjects from a samplesheet (``.csv``), one scan file, or a glob of scan files.
+
+    Subject ids of plain files are their names without the image suffix.
+    """
+    if spec.lower().endswith(".csv"):
+        return read_samplesheet(Path(spec))
+    path = Path(spec)
+    paths = [path] if path.exists() else [Path(p) for p in sorted(glob.glob(spec))]
+    if not paths:
+        raise TsscError("no such file, and no file matches it as a glob", spec)
+    subjects: list[Subject] = []
+    seen: dict[str, Path] = {}
+    for scan in paths:
+        subject = check_subject_id(default_subject(scan), scan)
+        if subject in seen:
+            raise TsscError(f"two inputs give subject id {subject!r}: {seen[subject]}", scan)
+        seen[subject] = scan
+        subjects.append(Subject(subject, scan))
+    return subjects
