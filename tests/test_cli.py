@@ -1,0 +1,187 @@
+"""The bin/ scripts: help texts, and one clear error line for every kind of bad input."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+
+from tests.conftest import BIN, assert_one_line_error, blob_series, run_cli, write_nifti
+
+SCRIPTS = sorted(p.name for p in BIN.glob("tssc-*"))
+
+
+def _load(name: str):
+    loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), str(BIN / name))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_option_is_explained(name: str) -> None:
+    command = _load(name).main
+    assert command.help, f"{name} has no description"
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{name} {param.opts} has no help text"
+
+
+@pytest.mark.parametrize("name", ["tssc-prepare", "tssc-run"])
+def test_help_runs(name: str) -> None:
+    out = run_cli(name, "--help").stdout
+    assert "--overwrite" in out and "--size" in out
+
+
+def _prepare(tmp_path: Path, scan: Path, *extra: object):
+    out = tmp_path / "out" / "p.nii.gz"
+    return run_cli(
+        "tssc-prepare",
+        "--scan",
+        scan,
+        "--out",
+        out,
+        "--size",
+        16,
+        "--depth",
+        4,
+        *extra,
+        check=False,
+    )
+
+
+def _bad_scans(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    good = write_nifti(tmp_path / "good.nii.gz", blob_series((12, 12, 4, 14)))
+    random_bytes = tmp_path / "random.nii.gz"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(4000))
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(good.read_bytes()[:600])
+    nan = blob_series((12, 12, 4, 14)).astype(np.float32)
+    nan[2, 2, 2, 2] = np.nan
+    return {
+        "missing": (tmp_path / "missing.nii.gz", "no such file"),
+        "random bytes": (random_bytes, "not a readable image"),
+        "truncated gzip": (truncated, "not a readable image"),
+        "3D": (write_nifti(tmp_path / "vol.nii.gz", blob_series()[..., 0]), "is 3D"),
+        "few frames": (
+            write_nifti(tmp_path / "short.nii.gz", blob_series((12, 12, 4, 5))),
+            "fewer frames than needed",
+        ),
+        "NaN": (write_nifti(tmp_path / "nan.nii.gz", nan), "NaN or infinite"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "random bytes", "truncated gzip", "3D", "few frames", "NaN"]
+)
+def test_prepare_bad_input(tmp_path: Path, case: str) -> None:
+    scan, message = _bad_scans(tmp_path)[case]
+    proc = _prepare(tmp_path, scan)
+    assert_one_line_error(proc, str(scan), message)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_existing_output_refused_unless_overwrite(tmp_path: Path) -> None:
+    scan = write_nifti(tmp_path / "with space" / "s.nii.gz", blob_series((12, 12, 4, 14)))
+    run_cli(
+        "tssc-prepare", "--scan", scan, "--out", tmp_path / "o.nii.gz", "--size", 16, "--depth", 4
+    )
+    before = (tmp_path / "o.nii.gz").read_bytes()
+    proc = run_cli(
+        "tssc-prepare",
+        "--scan",
+        scan,
+        "--out",
+        tmp_path / "o.nii.gz",
+        "--size",
+        8,
+        "--depth",
+        4,
+        check=False,
+    )
+    assert_one_line_error(proc, "o.nii.gz", "output exists")
+    assert (tmp_path / "o.nii.gz").read_bytes() == before
+    run_cli(
+        "tssc-prepare",
+        "--scan",
+        scan,
+        "--out",
+        tmp_path / "o.nii.gz",
+        "--size",
+        8,
+        "--depth",
+        4,
+        "--overwrite",
+    )
+    assert (tmp_path / "o.nii.gz").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["o.json", "o.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    ("sheet", "message"),
+    [
+        ("subject,file\na,x.nii.gz\n", "missing column"),
+        ("subject,scan\na,good.nii.gz\na,good.nii.gz\n", "duplicate subject"),
+        ("subject,scan\na;rm -rf,good.nii.gz\n", "subject id"),
+    ],
+)
+def test_run_bad_samplesheet(tmp_path: Path, sheet: str, message: str) -> None:
+    write_nifti(tmp_path / "good.nii.gz", blob_series((12, 12, 4, 14)))
+    path = tmp_path / "sheet.csv"
+    path.write_text(sheet)
+    proc = run_cli("tssc-run", "--input", path, "--out", tmp_path / "run", check=False)
+    assert_one_line_error(proc, str(path), message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_bad_scan_in_cohort_names_it_and_leaves_no_partial_subject(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "a.nii.gz", blob_series((12, 12, 12, 14)))
+    (tmp_path / "b.nii.gz").write_bytes(b"\x1f\x8b broken")
+    (tmp_path / "sheet.csv").write_text("subject,scan\na,a.nii.gz\nb,b.nii.gz\n")
+    proc = run_cli(
+        "tssc-run",
+        "--input",
+        tmp_path / "sheet.csv",
+        "--out",
+        tmp_path / "run",
+        "--size",
+        12,
+        "--depth",
+        12,
+        "--no-progress",
+        check=False,
+    )
+    assert_one_line_error(proc, str(tmp_path / "b.nii.gz"), "not a readable image")
+    names = sorted(p.name for p in (tmp_path / "run").rglob("*") if p.is_file())
+    assert all(name.startswith("a.") for name in names), names
+    assert not any(".tmp" in name for name in names)
+
+
+def test_run_refuses_non_empty_output(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "a.nii.gz", blob_series((12, 12, 12, 14)))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("x")
+    proc = run_cli(
+        "tssc-run", "--input", tmp_path / "a.nii.gz", "--out", tmp_path / "run", check=False
+    )
+    assert_one_line_error(proc, "output folder is not empty")
+
+
+def test_interpolate_unknown_method_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli(
+        "tssc-interpolate",
+        "--chunk",
+        tmp_path / "c.npz",
+        "--method",
+        "magic",
+        "--out",
+        tmp_path / "o.npz",
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "magic" in proc.stderr

@@ -1,0 +1,67 @@
+"""tssc-run's library function on small cohorts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import blob_series, write_nifti
+from tssc_py.errors import TsscError
+from tssc_py.io import read_scan
+from tssc_py.pipeline import run_cohort
+from tssc_py.prepare import PrepareConfig
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> Path:
+    for i in range(2):
+        write_nifti(tmp_path / "in" / f"s{i}.nii.gz", blob_series((20, 16, 12, 14), seed=i))
+    sheet = tmp_path / "in" / "sheet.csv"
+    sheet.write_text("subject,scan,start_frame,end_frame\ns0,s0.nii.gz,,\ns1,s1.nii.gz,2,9\n")
+    return sheet
+
+
+def test_evaluate_run_writes_everything(tmp_path: Path, cohort: Path) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    written = run_cohort(str(cohort), out, ["linear", "nearest"], config, show_progress=False)
+    assert all(p.exists() for p in written)
+    for subject, frames in (("s0", 6), ("s1", 6)):
+        source = read_scan(cohort.parent / f"{subject}.nii.gz")
+        for method in ("linear", "nearest"):
+            restored = read_scan(out / method / f"{subject}.nii.gz")
+            assert restored.data.shape == (20, 16, 12, frames)
+            assert restored.data.dtype == source.data.dtype
+            np.testing.assert_allclose(restored.affine, source.affine)
+    record = (out / "prepared" / "s1.json").read_text()
+    assert '"source_frames": [\n  2,' in record  # the samplesheet's frame range
+    summary = pd.read_csv(out / "report" / "summary.csv").set_index("method")
+    assert summary.loc["linear", "subjects"] == 2
+    # A blob moving steadily: blending beats copying the nearest frame.
+    assert summary.loc["linear", "psnr_mean"] > summary.loc["nearest", "psnr_mean"]
+    frames = pd.read_csv(out / "report" / "frames.csv")
+    assert sorted(frames["frame"].unique()) == [1, 2, 3, 4]
+    assert (out / "report" / "psnr_per_frame.png").stat().st_size > 1000
+
+
+def test_upsample_run_has_no_scores(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "a.nii.gz", blob_series((16, 16, 4, 3)))
+    out = tmp_path / "run"
+    config = PrepareConfig(mode="upsample", size=16, depth=4, frames_between=4)
+    run_cohort(str(tmp_path / "a.nii.gz"), out, ["linear"], config, show_progress=False)
+    restored = read_scan(out / "linear" / "a.nii.gz")
+    assert restored.data.shape == (16, 16, 4, 2 * 5 + 1)
+    assert restored.time_step == pytest.approx(0.04 / 5)
+    assert not (out / "metrics").exists() and not (out / "report").exists()
+
+
+def test_run_refuses_unknown_methods_and_full_folders(tmp_path: Path, cohort: Path) -> None:
+    with pytest.raises(TsscError, match="unknown method"):
+        run_cohort(str(cohort), tmp_path / "run", ["linear", "magic"], show_progress=False)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("")
+    with pytest.raises(TsscError, match="not empty"):
+        run_cohort(str(cohort), tmp_path / "run", ["linear"], show_progress=False)
