@@ -15,6 +15,7 @@ from tssc_py.io import Scan, read_scan, write_scan
 from tssc_py.prepare import (
     PrepareConfig,
     load_record,
+    percentiles,
     prepare_file,
     prepare_scan,
     record_path,
@@ -158,6 +159,19 @@ def test_upsample_mode_positions_and_time_step() -> None:
     assert restored.data.shape == (24, 24, 6, 13)
     assert restored.time_step == pytest.approx(0.01)
     np.testing.assert_array_equal(restored.data[..., ::4], scan.data)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8, np.int8, np.float32])
+@pytest.mark.parametrize("qs", [(0.5, 99.5), (0, 100), (1, 99), (13.7, 50)])
+def test_percentiles_match_numpy(dtype, qs) -> None:
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    low, high = (info.min, info.max) if info else (-500, 500)
+    data = rng.integers(low, high, size=(7, 5, 3, 6), endpoint=True).astype(dtype)
+    frames = [0, 2, 5]
+    series = data[..., frames].astype(np.float32)
+    expected = np.percentile(series, qs)
+    assert percentiles(data, frames, qs, series) == pytest.approx(tuple(expected), abs=1e-9)
 
 
 def test_constant_scan_is_refused() -> None:

@@ -27,6 +27,12 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def _full_suffix(path: Path) -> str:
     # Keep compound suffixes (.nii.gz) so format-sniffing writers see the right extension.
     return "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
@@ -53,7 +59,10 @@ class OutputSet:
         return Path(tmp)
 
     def commit(self) -> None:
+        # mkstemp creates files readable by the owner only; give outputs the usual umask mode.
+        mode = 0o666 & ~_umask()
         for dest, tmp in self._pending:
+            os.chmod(tmp, mode)
             os.replace(tmp, dest)
         self._pending.clear()
 

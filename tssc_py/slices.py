@@ -108,7 +108,7 @@ def assemble_chunks(chunks: Sequence[Chunk]) -> np.ndarray:
             )
     ordered = sorted(chunks, key=lambda c: c.info.z_start)
     nx, ny = ordered[0].stack.shape[2:]
-    volume = np.empty((nx, ny, first.depth, first.n_frames), dtype=np.float32)
+    volume = np.empty((nx, ny, first.depth, first.n_frames), dtype=np.float32, order="F")
     z = 0
     for chunk in ordered:
         if chunk.info.z_start != z:

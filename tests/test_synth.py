@@ -1,0 +1,254 @@
+"""Tests for the synthetic 4D MRI cohorts (tssc_py.synth) and bin/tssc-synth."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tssc_py import synth
+from tssc_py.errors import TsscError
+from tssc_py.io import read_scan
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"size": 32, "depth": 8, "frames": 6}
+
+
+def rng(seed: int = 0, subject: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, subject])
+
+
+def moving_fraction(signal: np.ndarray) -> float:
+    """Share of voxels whose noise-free signal changes by more than 0.1 over the frames."""
+    return float(np.mean(signal.max(axis=3) - signal.min(axis=3) > 0.1))
+
+
+@pytest.mark.parametrize("kind", synth.KINDS)
+def test_same_seed_same_scan_other_seed_another(kind):
+    first = synth.synth_scan(kind, rng(1), **SMALL)
+    again = synth.synth_scan(kind, rng(1), **SMALL)
+    other = synth.synth_scan(kind, rng(2), **SMALL)
+    np.testing.assert_array_equal(first.data, again.data)
+    np.testing.assert_array_equal(first.affine, again.affine)
+    assert first.time_step == again.time_step
+    assert not np.array_equal(first.data, other.data)
+    assert not np.allclose(first.affine, other.affine)
+
+
+@pytest.mark.parametrize(
+    ("kind", "fov", "time_step"),
+    [("cardiac", (300, 420), (0.03, 0.05)), ("knee", (130, 190), (1.0, 3.0))],
+)
+def test_type_shape_and_geometry(kind, fov, time_step):
+    scan = synth.synth_scan(kind, rng(), size=40, depth=10, frames=5)
+    assert scan.data.dtype == np.int16
+    assert scan.data.shape == (40, 40, 10, 5)
+    assert scan.data.min() >= 0 and 500 < scan.data.max() < np.iinfo(np.int16).max
+    sx, sy, sz = scan.spacing
+    assert sx == pytest.approx(sy)
+    assert sz >= 1.5 * sx  # thick slices along z
+    assert fov[0] < 40 * sx < fov[1]
+    directions = scan.affine[:3, :3] / np.array(scan.spacing)
+    np.testing.assert_allclose(directions.T @ directions, np.eye(3), atol=1e-9)
+    assert np.linalg.det(directions) == pytest.approx(1.0)
+    # Slightly oblique: no axis is exactly aligned with the scanner axes.
+    assert np.abs(directions).max(axis=0).max() < 1 - 1e-4
+    assert np.abs(scan.affine[:3, 3]).max() > 20  # the corner voxel, not the origin
+    assert time_step[0] <= scan.time_step <= time_step[1]
+    assert scan.time_unit == "sec"
+
+
+def test_spacing_follows_the_grid():
+    # The same subject on a twice finer grid: same field of view, voxels half the size.
+    coarse = synth.phantom("knee", rng(), size=64, depth=16, frames=2)
+    fine = synth.phantom("knee", rng(), size=128, depth=32, frames=2)
+    np.testing.assert_allclose(coarse.affine[:3, :3], 2 * fine.affine[:3, :3], rtol=1e-12)
+    spacing = np.linalg.norm(fine.affine[:3, :3], axis=0)
+    assert 140 <= 128 * spacing[0] <= 180 and 80 <= 32 * spacing[2] <= 110
+
+
+@pytest.mark.parametrize("kind", synth.KINDS)
+def test_every_frame_moves(kind):
+    signal = synth.phantom(kind, rng(), **SMALL).signal
+    step = np.abs(np.diff(signal, axis=3)).max(axis=(0, 1, 2))
+    assert (step > 0.005).all()
+    assert moving_fraction(signal) > 0.002
+
+
+def test_knee_moves_much_more_than_the_heart():
+    heart = [moving_fraction(synth.phantom("cardiac", rng(s), **SMALL).signal) for s in range(3)]
+    knee = [moving_fraction(synth.phantom("knee", rng(s), **SMALL).signal) for s in range(3)]
+    assert min(knee) > 10 * max(heart)
+    assert min(knee) > 0.2
+
+
+def test_heart_contracts_and_relaxes_over_one_cycle():
+    signal = synth.phantom("cardiac", rng(3), size=64, depth=12, frames=20).signal
+    blood = (signal == 1.0).sum(axis=(0, 1, 2))  # voxels wholly inside blood
+    systole = int(np.argmin(blood))
+    assert 4 <= systole <= 9  # end-systole about a third into the cycle
+    assert blood[systole] < 0.85 * blood[0]
+    assert blood[-1] > 0.95 * blood[0]  # back near end-diastole: one full cycle
+
+
+def test_knee_flexes_through_a_large_angle():
+    clean = synth.phantom("knee", rng(), size=48, depth=8, frames=5).signal
+    mid = clean.shape[2] // 2
+    # The tibia sweeps through the lower half of the field of view.
+    lower = clean[:, : clean.shape[1] // 3, mid]
+    change = np.abs(lower[..., -1] - lower[..., 0]).mean() / lower[..., 0].mean()
+    assert change > 0.3
+
+
+@pytest.mark.parametrize("kind", synth.KINDS)
+def test_scan_is_the_phantom_with_bias_and_rician_noise(kind):
+    clean = synth.phantom(kind, rng(4), **SMALL)
+    scan = synth.synth_scan(kind, rng(4), **SMALL)
+    air = scan.data[clean.signal == 0].astype(float)
+    assert air.size > 1000
+    assert air.min() >= 0 and np.count_nonzero(air) > 0.9 * air.size and air.mean() > 0
+    # Rician noise on zero signal is Rayleigh, with mean sigma * sqrt(pi / 2).
+    assert air.mean() == pytest.approx(clean.sigma * np.sqrt(np.pi / 2), rel=0.1)
+    expected = clean.signal * (clean.bias[..., None] * clean.scale)
+    bright = expected > 20 * clean.sigma
+    residual = scan.data[bright] - expected[bright]
+    assert abs(residual.mean()) < 0.1 * clean.sigma
+    assert residual.std() == pytest.approx(clean.sigma, rel=0.1)
+    assert clean.bias.min() > 0.6 and clean.bias.max() < 1.5
+    assert clean.bias.max() - clean.bias.min() > 0.05
+
+
+@pytest.mark.parametrize("kind", synth.KINDS)
+def test_partial_volume_edges(kind):
+    clean = synth.phantom(kind, rng(), size=64, depth=8, frames=2)
+    values = np.array([0.0, *clean.tissues.values()])
+    distance = np.abs(clean.signal[..., None] - values).min(axis=-1)
+    mixed = distance > 1e-4
+    # Edges are a voxel wide: many mixed voxels, but most voxels are one pure tissue.
+    assert 0.02 < mixed.mean() < 0.35
+    assert clean.signal.min() >= 0 and clean.signal.max() <= max(values) + 1e-6
+
+
+def read_sheet(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_write_cohort(tmp_path):
+    out = tmp_path / "cohort"
+    paths = synth.write_cohort(out, "knee", subjects=2, size=24, depth=4, frames=3, seed=5)
+    assert paths == [out / "knee_000.nii.gz", out / "knee_001.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "knee_000.nii.gz",
+        "knee_001.nii.gz",
+        "samplesheet.csv",
+    ]
+    assert (out / "samplesheet.csv").read_text().splitlines()[0] == "subject,scan"
+    rows = read_sheet(out / "samplesheet.csv")
+    assert [row["subject"] for row in rows] == ["knee_000", "knee_001"]
+    for i, row in enumerate(rows):
+        expected = synth.synth_scan("knee", rng(5, i), size=24, depth=4, frames=3)
+        img = nib.load(out / row["scan"])
+        assert img.shape == (24, 24, 4, 3)
+        assert img.get_data_dtype() == np.int16
+        np.testing.assert_array_equal(np.asanyarray(img.dataobj), expected.data)
+        np.testing.assert_allclose(img.affine, expected.affine, atol=1e-4)
+        zooms = img.header.get_zooms()
+        np.testing.assert_allclose(zooms[:3], expected.spacing, rtol=1e-5)
+        assert zooms[3] == pytest.approx(expected.time_step, rel=1e-6)
+        assert img.header.get_xyzt_units() == ("mm", "sec")
+        scan = read_scan(out / row["scan"])
+        np.testing.assert_array_equal(scan.data, expected.data)
+
+
+def test_write_cohort_refuses_to_overwrite(tmp_path):
+    synth.write_cohort(tmp_path, "cardiac", subjects=1, size=16, depth=2, frames=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(TsscError, match="exists"):
+        synth.write_cohort(tmp_path, "cardiac", subjects=1, size=16, depth=2, frames=2, seed=1)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    synth.write_cohort(
+        tmp_path, "cardiac", subjects=1, size=16, depth=2, frames=2, seed=1, overwrite=True
+    )
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after.keys() == before.keys()
+    assert after["cardiac_000.nii.gz"] != before["cardiac_000.nii.gz"]
+
+
+def test_write_cohort_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    real = synth.synth_scan
+
+    def fail_on_second(kind, generator, *args):
+        if fail_on_second.calls == 1:
+            raise RuntimeError("boom")
+        fail_on_second.calls += 1
+        return real(kind, generator, *args)
+
+    fail_on_second.calls = 0
+    monkeypatch.setattr(synth, "synth_scan", fail_on_second)
+    with pytest.raises(RuntimeError, match="boom"):
+        synth.write_cohort(tmp_path, "knee", subjects=3, size=16, depth=2, frames=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "brain"}, "unknown kind 'brain'"),
+        ({"subjects": 0}, "subjects must be"),
+        ({"size": 15}, "size must be"),
+        ({"depth": 0}, "depth must be"),
+        ({"frames": 1}, "frames must be"),
+        ({"seed": -1}, "seed must be"),
+        ({"size": 32.5}, "size must be"),
+    ],
+)
+def test_bad_arguments(tmp_path, change, message):
+    args = {"kind": "cardiac", "subjects": 1, "size": 16, "depth": 1, "frames": 2, **change}
+    with pytest.raises(TsscError, match=message):
+        synth.write_cohort(tmp_path / "out", **args)
+    assert not (tmp_path / "out").exists()
+    if "subjects" not in change and "seed" not in change:
+        args = {k: v for k, v in args.items() if k not in ("subjects", "seed")}
+        with pytest.raises(TsscError, match=message):
+            synth.synth_scan(rng=rng(), **args)
+
+
+def test_output_folder_that_is_a_file(tmp_path):
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(TsscError, match="not a folder"):
+        synth.write_cohort(tmp_path / "taken", "knee", subjects=1, size=16, depth=1, frames=2)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(REPO / "bin" / "tssc-synth"), *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.slow
+def test_cli(tmp_path):
+    out = tmp_path / "demo"
+    options = ["--kind", "knee", "--subjects", "2", "--size", "16", "--depth", "2"]
+    done = run_cli(*options, "--frames", "3", "--seed", "7", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert str(out) in done.stdout
+    rows = read_sheet(out / "samplesheet.csv")
+    assert [row["scan"] for row in rows] == ["knee_000.nii.gz", "knee_001.nii.gz"]
+    assert nib.load(out / "knee_001.nii.gz").shape == (16, 16, 2, 3)
+    again = run_cli(*options, "--frames", "3", "--out", str(out))
+    assert again.returncode == 1
+    assert "Error:" in again.stderr and "Traceback" not in again.stderr
+    assert run_cli(*options, "--frames", "3", "--out", str(out), "--overwrite").returncode == 0
+
+
+def test_cli_help():
+    done = run_cli("--help")
+    assert done.returncode == 0
+    assert "--kind [cardiac|knee]" in done.stdout and "--overwrite" in done.stdout
