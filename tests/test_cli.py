@@ -38,8 +38,7 @@ def test_help_runs(name: str) -> None:
     assert "--overwrite" in out and "--size" in out
 
 
-def _prepare(tmp_path: Path, scan: Path, *extra: object):
-    out = tmp_path / "out" / "p.nii.gz"
+def _prepare(scan: Path, out: Path, *extra: object, size: int = 16, check: bool = False):
     return run_cli(
         "tssc-prepare",
         "--scan",
@@ -47,11 +46,11 @@ def _prepare(tmp_path: Path, scan: Path, *extra: object):
         "--out",
         out,
         "--size",
-        16,
+        size,
         "--depth",
         4,
         *extra,
-        check=False,
+        check=check,
     )
 
 
@@ -81,44 +80,21 @@ def _bad_scans(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 )
 def test_prepare_bad_input(tmp_path: Path, case: str) -> None:
     scan, message = _bad_scans(tmp_path)[case]
-    proc = _prepare(tmp_path, scan)
+    proc = _prepare(scan, tmp_path / "out" / "p.nii.gz")
     assert_one_line_error(proc, str(scan), message)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_existing_output_refused_unless_overwrite(tmp_path: Path) -> None:
     scan = write_nifti(tmp_path / "with space" / "s.nii.gz", blob_series((12, 12, 4, 14)))
-    run_cli(
-        "tssc-prepare", "--scan", scan, "--out", tmp_path / "o.nii.gz", "--size", 16, "--depth", 4
-    )
-    before = (tmp_path / "o.nii.gz").read_bytes()
-    proc = run_cli(
-        "tssc-prepare",
-        "--scan",
-        scan,
-        "--out",
-        tmp_path / "o.nii.gz",
-        "--size",
-        8,
-        "--depth",
-        4,
-        check=False,
-    )
-    assert_one_line_error(proc, "o.nii.gz", "output exists")
-    assert (tmp_path / "o.nii.gz").read_bytes() == before
-    run_cli(
-        "tssc-prepare",
-        "--scan",
-        scan,
-        "--out",
-        tmp_path / "o.nii.gz",
-        "--size",
-        8,
-        "--depth",
-        4,
-        "--overwrite",
-    )
-    assert (tmp_path / "o.nii.gz").read_bytes() != before
+    out = tmp_path / "o.nii.gz"
+
+    _prepare(scan, out, check=True)
+    before = out.read_bytes()
+    assert_one_line_error(_prepare(scan, out, size=8), "o.nii.gz", "output exists")
+    assert out.read_bytes() == before
+    _prepare(scan, out, "--overwrite", size=8, check=True)
+    assert out.read_bytes() != before
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["o.json", "o.nii.gz"]
 
 

@@ -12,12 +12,12 @@ from tssc_py.io import read_scan
 from tssc_py.prepare import load_record
 
 
-def test_step_scripts_chain(tmp_path: Path) -> None:
-    cohort = tmp_path / "cohort dir"
+def _synth(kind: str, *options: object) -> None:
+    """A tiny cohort: 2 subjects of 32x32x12 voxels and 8 frames."""
     run_cli(
         "tssc-synth",
         "--kind",
-        "cardiac",
+        kind,
         "--subjects",
         2,
         "--size",
@@ -26,11 +26,13 @@ def test_step_scripts_chain(tmp_path: Path) -> None:
         12,
         "--frames",
         8,
-        "--seed",
-        3,
-        "--out",
-        cohort,
+        *options,
     )
+
+
+def test_step_scripts_chain(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort dir"
+    _synth("cardiac", "--seed", 3, "--out", cohort)
     scans = sorted(cohort.glob("*.nii.gz"))
     assert len(scans) == 2
     for scan in scans:
@@ -110,21 +112,7 @@ def test_step_scripts_chain(tmp_path: Path) -> None:
 
 def test_tssc_run_on_a_synthetic_cohort(tmp_path: Path) -> None:
     cohort = tmp_path / "cohort"
-    run_cli(
-        "tssc-synth",
-        "--kind",
-        "knee",
-        "--subjects",
-        2,
-        "--size",
-        32,
-        "--depth",
-        12,
-        "--frames",
-        8,
-        "--out",
-        cohort,
-    )
+    _synth("knee", "--out", cohort)
     run_cli(
         "tssc-run",
         "--input",

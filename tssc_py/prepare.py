@@ -238,22 +238,20 @@ def _fit_depth(data: np.ndarray, depth: int, z_offset: int) -> np.ndarray:
     return out
 
 
-def percentiles(
-    data: np.ndarray, frames: Sequence[int], qs: Sequence[float], series: np.ndarray
-) -> tuple[float, float]:
-    """Percentiles ``qs`` of the chosen frames, as ``np.percentile`` (linear) computes them.
+def percentiles(series: np.ndarray, qs: Sequence[float], integer_valued: bool) -> tuple[float, ...]:
+    """Percentiles ``qs`` of ``series``, exactly as ``np.percentile`` (linear) computes them.
 
-    Integer scans of up to 16 bits are counted frame by frame with a histogram, which is an
-    order of magnitude faster than sorting a float copy of the series and needs no copy of it;
-    other scans go through ``np.percentile`` on ``series`` (the float32 chosen frames).
+    Series of integer values (from an integer scan) spanning at most 2**16 levels are counted
+    frame by frame with a histogram: an order of magnitude faster than the sort inside
+    ``np.percentile``, and no flattened copy of the series.
     """
-    dtype = data.dtype
-    if not (np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2):
+    low, high = float(series.min()), float(series.max())
+    if not integer_valued or high - low >= 1 << 16:
         return tuple(float(v) for v in np.percentile(series, qs))
-    offset = int(np.iinfo(dtype).min)
-    counts = np.zeros(1 << (8 * dtype.itemsize), dtype=np.int64)
-    for t in frames:
-        shifted = data[..., t].ravel(order="K").astype(np.intp)
+    offset = int(low)
+    counts = np.zeros(int(high) - offset + 1, dtype=np.int64)
+    for t in range(series.shape[-1]):
+        shifted = series[..., t].ravel(order="K").astype(np.intp)
         shifted -= offset
         counts += np.bincount(shifted, minlength=len(counts))
     cumulative = np.cumsum(counts)
@@ -266,8 +264,8 @@ def percentiles(
     for q in qs:
         position = q / 100 * (n - 1)
         below = int(np.floor(position))
-        low, high = value(below), value(min(below + 1, n - 1))
-        result.append(low + (position - below) * (high - low))
+        lower, upper = value(below), value(min(below + 1, n - 1))
+        result.append(lower + (position - below) * (upper - lower))
     return tuple(result)
 
 
@@ -303,9 +301,8 @@ def prepare_scan(
     series = np.empty((*scan.data.shape[:3], len(chosen)), dtype=np.float32, order="F")
     for i, t in enumerate(chosen):
         series[..., i] = scan.data[..., t]
-    low, high = percentiles(
-        scan.data, chosen, (config.low_percentile, config.high_percentile), series
-    )
+    integer = np.issubdtype(scan.data.dtype, np.integer) and scan.data.dtype.itemsize <= 2
+    low, high = percentiles(series, (config.low_percentile, config.high_percentile), integer)
     if high <= low:
         raise TsscError(f"has constant intensity ({low}) over the chosen frames")
     size = (config.size, config.size)
@@ -383,6 +380,7 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
         dtype = np.dtype(np.float32)
     data = np.empty((nx, ny, nz, record.n_frames), dtype=dtype, order="F")
     scale = record.intensity_high - record.intensity_low
+    info = np.iinfo(dtype) if integer else None
     # Frame by frame: the float64 arithmetic then needs one frame of scratch, not a series.
     for t in range(record.n_frames):
         # Undo the depth padding first: it shrinks the data the resampling has to touch.
@@ -390,8 +388,7 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
         values = resample_inplane(frame, (nx, ny), antialias=False).astype(np.float64)
         values *= scale
         values += record.intensity_low
-        if integer:
-            info = np.iinfo(dtype)
+        if info is not None:
             np.rint(values, out=values)
             np.clip(values, info.min, info.max, out=values)
         data[..., t] = values
