@@ -11,6 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tssc_py.prepare import PrepareConfig, prepare_file
+from tssc_py.stage1.train import TrainConfig, train
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / "bin"
 
@@ -86,3 +89,50 @@ def leftovers(folder: Path) -> list[Path]:
 def scan_file(tmp_path: Path) -> Path:
     """A small int16 4D NIfTI scan (24x20x6, 8 frames)."""
     return write_nifti(tmp_path / "scan.nii.gz", blob_series())
+
+
+# --- stage 1: a small prepared cohort and a briefly trained checkpoint ---------------------
+
+STAGE1_SIZE = 16
+
+
+def tiny_train_config(**changes: object) -> TrainConfig:
+    """A DiT_tiny run small enough for tests (a few steps on 16x16 frames)."""
+    base = {
+        "steps": 4,
+        "batch_size": 2,
+        "val_sequences": 2,
+        "val_every": 2,
+        "val_steps": 2,
+        "checkpoint_every": 2,
+        "warmup": 100,
+        "frames": 6,
+    }
+    return TrainConfig(**{**base, **changes})
+
+
+def make_prepared(folder: Path, subjects: int = 3, frames: int = 8) -> Path:
+    """``subjects`` prepared blob series (16x16x4, ``frames`` frames) in ``folder``."""
+    for i in range(subjects):
+        scan = write_nifti(
+            folder / "scans" / f"s{i}.nii.gz", blob_series((20, 18, 4, frames), seed=i)
+        )
+        prepare_file(
+            scan,
+            folder / "prepared" / f"s{i}.nii.gz",
+            PrepareConfig(size=STAGE1_SIZE, depth=4, frames=frames),
+        )
+    return folder / "prepared"
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of three prepared subjects (session-wide: treat as read-only)."""
+    return make_prepared(tmp_path_factory.mktemp("stage1data"))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stage-1 checkpoint trained for a few steps on ``prepared``."""
+    out = tmp_path_factory.mktemp("stage1run")
+    return train([prepared], out, tiny_train_config(), show_progress=False)

@@ -161,3 +161,33 @@ def test_interpolate_unknown_method_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "magic" in proc.stderr
+
+
+def test_diffusion_without_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
+    proc = run_cli(
+        "tssc-interpolate",
+        "--chunk",
+        tmp_path / "c.npz",
+        "--method",
+        "diffusion",
+        "--out",
+        tmp_path / "o.npz",
+        check=False,
+    )
+    assert_one_line_error(proc, "needs a trained model (--checkpoint DIR)")
+
+
+def test_train_stage1_bad_input(tmp_path: Path) -> None:
+    proc = run_cli(
+        "tssc-train-stage1", "--data", tmp_path / "none", "--out", tmp_path / "o", check=False
+    )
+    assert_one_line_error(proc, "none: no such file or folder")
+    proc = run_cli(
+        "tssc-train-stage1", "--data", tmp_path, "--out", tmp_path / "o", "--resume", check=False
+    )
+    assert_one_line_error(proc, "no such checkpoint folder")
+    (tmp_path / "empty").mkdir()
+    proc = run_cli(
+        "tssc-train-stage1", "--data", tmp_path / "empty", "--out", tmp_path / "o", check=False
+    )
+    assert_one_line_error(proc, "holds no prepared image")

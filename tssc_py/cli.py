@@ -16,6 +16,8 @@ import click
 from tssc_py.errors import TsscError
 from tssc_py.metrics import SSIM_MODES
 from tssc_py.prepare import MODES, PrepareConfig
+from tssc_py.stage1 import DEVICES, WEIGHTS
+from tssc_py.stage2.ssm import BACKENDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -148,3 +150,95 @@ ssim_option = click.option(
     help="3d: SSIM over each whole frame volume (Gaussian window 11, sigma 1.5, as UVI-Net); "
     "2d: mean of per-slice 2D SSIM.",
 )
+
+
+diffusion_options = compose(
+    click.option(
+        "--checkpoint",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="diffusion: trained stage-1 model (the checkpoint/ folder of tssc-train-stage1).",
+    ),
+    click.option(
+        "--steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="diffusion: DDIM steps. 1 gives the model's mean estimate (best PSNR/SSIM); more "
+        "(e.g. 25) sample sharper frames. [default: 1]",
+    ),
+    click.option(
+        "--eta",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="diffusion: DDIM eta, 0 for deterministic sampling. [default: 0]",
+    ),
+    click.option(
+        "--seed",
+        type=click.IntRange(min=0),
+        default=None,
+        help="diffusion: seed of the sampling noise. [default: 0]",
+    ),
+    click.option(
+        "--device",
+        type=click.Choice(DEVICES),
+        default=None,
+        help="diffusion: where the model runs. [default: auto]",
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="diffusion: slice sequences sampled together. [default: 16]",
+    ),
+    click.option(
+        "--samples",
+        type=click.IntRange(min=1),
+        default=None,
+        help="diffusion: DDIM samples averaged per slice; more gives higher PSNR but blurs "
+        "what the known frames leave uncertain. [default: 1]",
+    ),
+    click.option(
+        "--weights",
+        type=click.Choice(WEIGHTS),
+        default=None,
+        help="diffusion: the EMA weights or the raw ones. [default: ema]",
+    ),
+)
+"""Options of the stage-1 diffusion method (None: the method's default)."""
+
+METHOD_OPTIONS = (
+    "checkpoint",
+    "steps",
+    "eta",
+    "seed",
+    "device",
+    "batch_size",
+    "samples",
+    "weights",
+)
+
+
+tiling_options = compose(
+    click.option(
+        "--tile",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Stage 2: refine in overlapping in-plane tiles of this side (all slices at "
+        "once) to bound memory. [default: whole frames]",
+    ),
+    click.option(
+        "--overlap",
+        type=click.IntRange(min=0),
+        default=16,
+        show_default=True,
+        help="Stage 2: minimum overlap of neighbouring tiles, in voxels.",
+    ),
+    click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        default=None,
+        help="Stage 2: force a state-space backend. [default: mamba_ssm where it imports on "
+        "a GPU, else torch]",
+    ),
+)
+"""How stage 2 runs (tssc-refine, tssc-run)."""

@@ -64,6 +64,19 @@ def psnr(pred: np.ndarray, truth: np.ndarray, data_range: float = 1.0) -> float:
     return float(10.0 * np.log10(data_range**2 / mse))
 
 
+def through_plane_error(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Cross-slice consistency error of an ``(x, y, z)`` volume.
+
+    The mean absolute difference between the predicted and the true through-plane gradients
+    (differences between neighbouring slices): zero when every slice-to-slice change is
+    right, whatever each slice's own error. This is what stage 2 exists to reduce.
+    """
+    pred, truth = _pair(pred, truth)
+    if pred.ndim != 3 or pred.shape[2] < 2:
+        raise TsscError(f"needs an (x, y, z) volume with at least 2 slices, got {pred.shape}")
+    return float(np.mean(np.abs(np.diff(pred, axis=2) - np.diff(truth, axis=2))))
+
+
 def check_ssim_shape(shape: Sequence[int], mode: str = "3d") -> None:
     """Check that a volume of ``shape`` (x, y, z) is large enough for the SSIM window.
 

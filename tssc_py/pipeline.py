@@ -6,13 +6,14 @@ Output layout under ``out``::
 
     prepared/SUBJECT.nii.gz, prepared/SUBJECT.json    model-space volume and its record
     METHOD/SUBJECT.<scan suffix>                      result in the scan's own geometry
+                                                      (tssc/: diffusion refined by stage 2)
     metrics/SUBJECT.METHOD.frames.csv, .metrics.csv   evaluate mode only
     report/frames.csv, cohort.csv, summary.csv, psnr_per_frame.png
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,12 +22,13 @@ from tqdm import tqdm
 from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan, scan_suffix, write_scan
-from tssc_py.methods import fill_chunk, get_method
+from tssc_py.methods import Method, fill_chunk, get_method
 from tssc_py.metrics import write_subject_metrics
 from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record
 from tssc_py.report import write_report
 from tssc_py.samplesheet import Subject, read_inputs
 from tssc_py.slices import assemble_chunks, split_volume
+from tssc_py.stage2.refine import REFINED, REFINES, Refiner, load_refiner
 
 
 def _subject_config(config: PrepareConfig, subject: Subject) -> PrepareConfig:
@@ -42,15 +44,19 @@ def _subject_config(config: PrepareConfig, subject: Subject) -> PrepareConfig:
 def run_subject(
     subject: Subject,
     out: Path,
-    methods: Sequence[str],
+    runners: Sequence[Method],
     config: PrepareConfig,
     chunk_size: int = 8,
     ssim_mode: str = "3d",
     overwrite: bool = False,
     progress: tqdm | None = None,
+    refiner: Refiner | None = None,
 ) -> list[Path]:
-    """Run every method on one subject; its outputs appear together or not at all."""
-    runners = [get_method(name) for name in methods]
+    """Run every method (ready instances) on one subject; outputs appear all or none.
+
+    With a ``refiner``, the ``diffusion`` output is also refined by stage 2 and written as
+    the method ``tssc``.
+    """
     scan = read_scan(subject.scan)
     with about(subject.scan):
         prepared, record = prepare_scan(
@@ -69,13 +75,19 @@ def run_subject(
                 progress.set_postfix_str(f"{subject.subject} {runner.name}")
             with about(subject.scan):
                 filled = assemble_chunks([fill_chunk(chunk, runner) for chunk in chunks])
-                restored = restore_scan(filled, record)
-            target = out / runner.name / f"{subject.subject}{scan_suffix(subject.scan)}"
-            written.append(write_scan(restored, target, group=group))
-            if record.mode == "evaluate":
-                written += write_subject_metrics(
-                    filled, prepared.data, record, runner.name, out / "metrics", ssim_mode, group
-                )
+            results = [(runner.name, filled)]
+            if refiner is not None and runner.name == REFINES:
+                with about(subject.scan):
+                    results.append((REFINED, refiner(filled, record.known_frames)))
+            for name, volume in results:
+                with about(subject.scan):
+                    restored = restore_scan(volume, record)
+                target = out / name / f"{subject.subject}{scan_suffix(subject.scan)}"
+                written.append(write_scan(restored, target, group=group))
+                if record.mode == "evaluate":
+                    written += write_subject_metrics(
+                        volume, prepared.data, record, name, out / "metrics", ssim_mode, group
+                    )
             if progress is not None:
                 progress.update()
     return written
@@ -90,6 +102,8 @@ def run_cohort(
     ssim_mode: str = "3d",
     overwrite: bool = False,
     show_progress: bool = True,
+    method_options: Mapping[str, object] | None = None,
+    refine_options: Mapping[str, object] | None = None,
 ) -> list[Path]:
     """Prepare, interpolate, restore and score every subject, then write the report.
 
@@ -102,6 +116,11 @@ def run_cohort(
         ssim_mode: ``"3d"`` or ``"2d"``.
         overwrite: Replace existing outputs; otherwise a non-empty ``out`` is refused.
         show_progress: Draw a progress bar on stderr.
+        method_options: Options for the methods (see :func:`~tssc_py.methods.get_method`).
+        refine_options: Stage 2 (:func:`~tssc_py.stage2.refine.load_refiner`'s arguments:
+            ``checkpoint``, ``tile``, ``overlap``, ``backend``; the device is the methods'):
+            refine the ``diffusion`` output, reported as the method ``tssc`` next to
+            ``diffusion`` (stage 1 alone, the paper's ablation). None: no stage 2.
 
     Returns:
         Every file written.
@@ -110,8 +129,15 @@ def run_cohort(
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise TsscError("no method given")
-    for name in methods:
-        get_method(name)
+    method_options = dict(method_options or {})
+    refiner = None
+    if refine_options is not None:
+        if REFINES not in methods:
+            raise TsscError(f"stage 2 refines the {REFINES!r} method's output: add it to methods")
+        device = str(method_options.get("device") or "auto")
+        refiner = load_refiner(device=device, **refine_options)
+    # Built once: a trained model loads here, not once per subject.
+    runners = [get_method(name, **method_options) for name in methods]
     subjects = read_inputs(inputs)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -123,9 +149,11 @@ def run_cohort(
         unit="run",
         disable=not show_progress,
     ) as progress:
+        if refiner is not None:
+            progress.write(f"stage 2 state-space backend: {refiner.backend}")
         for subject in subjects:
             written += run_subject(
-                subject, out, methods, config, chunk_size, ssim_mode, overwrite, progress
+                subject, out, runners, config, chunk_size, ssim_mode, overwrite, progress, refiner
             )
     if config.mode == "evaluate":
         written += write_report([out / "metrics"], out / "report", overwrite)

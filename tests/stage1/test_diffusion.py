@@ -10,7 +10,7 @@ import torch
 from tssc_py.errors import TsscError
 from tssc_py.stage1.diffusion import Diffusion, ScheduleConfig
 
-PREDICTIONS = ["epsilon", "v"]
+PREDICTIONS = ["epsilon", "v", "x0"]
 
 
 def make_x0(b: int = 2, t: int = 6, h: int = 5, w: int = 4) -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_schedule_endpoints_and_monotonic() -> None:
         {"beta_end": 1.0},
         {"beta_start": 0.1, "beta_end": 0.01},
         {"beta_start": "1e-6"},
-        {"prediction": "x0"},
+        {"prediction": "sample"},
     ],
 )
 def test_config_validation(kwargs: dict) -> None:

@@ -15,9 +15,11 @@ from tssc_py.methods.base import (
     method_names,
     register,
 )
+from tssc_py.methods.diffusion import Diffusion
 from tssc_py.methods.simple import Linear, Nearest
 
 __all__ = [
+    "Diffusion",
     "Linear",
     "Method",
     "Nearest",

@@ -10,7 +10,7 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
-from tssc_py.atomic import atomic_path
+from tssc_py.atomic import atomic_path, check_writable
 from tssc_py.errors import TsscError, about
 from tssc_py.slices import Chunk, load_chunk, save_chunk
 
@@ -22,12 +22,14 @@ _REGISTRY: dict[str, type[Method]] = {}
 class Method(ABC):
     """An interpolation method.
 
-    Subclasses set ``name`` (the ``--method`` value) and ``min_known`` (fewest known frames
-    they can work from) and implement :meth:`fill`.
+    Subclasses set ``name`` (the ``--method`` value), ``min_known`` (fewest known frames
+    they can work from) and ``options`` (the keyword arguments their constructor takes, the
+    CLI options that reach them) and implement :meth:`fill`.
     """
 
     name: ClassVar[str]
     min_known: ClassVar[int] = 2
+    options: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
@@ -52,15 +54,22 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, **options: object) -> Method:
     """An instance of the method registered as ``name``.
 
+    Args:
+        name: Registered method name.
+        **options: Method options (e.g. ``checkpoint``); each method takes the ones it declares
+            in ``options`` and ignores the rest, and None means "use the method's default", so
+            one set of options can serve several methods of a run.
+
     Raises:
-        TsscError: for an unknown name.
+        TsscError: for an unknown name, or options the method refuses.
     """
     if name not in _REGISTRY:
         raise TsscError(f"unknown method {name!r}; available: {', '.join(method_names())}")
-    return _REGISTRY[name]()
+    cls = _REGISTRY[name]
+    return cls(**{k: v for k, v in options.items() if k in cls.options and v is not None})
 
 
 def interpolate(stack: np.ndarray, known: Sequence[int], method: Method) -> np.ndarray:
@@ -101,9 +110,15 @@ def fill_chunk(chunk: Chunk, method: Method) -> Chunk:
     return Chunk(stack, replace(chunk.info, method=method.name))
 
 
-def interpolate_file(chunk: Path, method: str, out: Path, overwrite: bool = False) -> Path:
-    """Fill a chunk file with the method named ``method`` and write it to ``out``."""
-    runner = get_method(method)
+def interpolate_file(
+    chunk: Path, method: str, out: Path, overwrite: bool = False, **options: object
+) -> Path:
+    """Fill a chunk file with the method named ``method`` and write it to ``out``.
+
+    ``options`` go to :func:`get_method`.
+    """
+    check_writable(out, overwrite)
+    runner = get_method(method, **options)
     loaded = load_chunk(chunk)
     with about(chunk):
         filled = fill_chunk(loaded, runner)

@@ -1,1 +1,10 @@
-"""Stage 1: the video diffusion transformer that fills in missing frames."""
+"""Stage 1: the video diffusion transformer that generates the intermediate frames.
+
+Names shared with the command-line layer live here, so that importing them does not load torch.
+"""
+
+DEVICES = ("auto", "cpu", "cuda")
+"""Where a model runs: ``auto`` picks CUDA when available."""
+
+WEIGHTS = ("ema", "model")
+"""Which stored weights inference uses: the EMA average (default) or the raw ones."""

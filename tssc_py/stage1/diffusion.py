@@ -37,7 +37,7 @@ from tssc_py.errors import TsscError
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], Any]
 
-PREDICTIONS = ("epsilon", "v")
+PREDICTIONS = ("epsilon", "v", "x0")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ScheduleConfig:
         steps: Number of diffusion steps ``T``.
         beta_start: Beta at ``t = 0``.
         beta_end: Beta at ``t = T - 1``.
-        prediction: ``"epsilon"`` or ``"v"``.
+        prediction: ``"epsilon"``, ``"v"`` or ``"x0"``.
     """
 
     steps: int = 1000
@@ -132,9 +132,11 @@ class Diffusion:
     def training_target(
         self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
-        """Return what the model should output: ``noise`` or ``v``."""
+        """Return what the model should output: ``noise``, ``v`` or ``x0``."""
         if self.prediction == "epsilon":
             return noise
+        if self.prediction == "x0":
+            return x0
         t = self._check_t(t, x0.shape[0])
         ab = self._coef(self.alphas_cumprod, t, x0)
         return ab.sqrt() * noise - (1.0 - ab).sqrt() * x0
@@ -149,6 +151,8 @@ class Diffusion:
         if self.prediction == "epsilon":
             eps = prediction
             return (x_t - s_noise * eps) / s_signal, eps
+        if self.prediction == "x0":
+            return prediction, (x_t - s_signal * prediction) / s_noise
         x0 = s_signal * x_t - s_noise * prediction
         eps = s_noise * x_t + s_signal * prediction
         return x0, eps
@@ -176,8 +180,11 @@ class Diffusion:
         """
         _check_known(x0, known)
         batch = x0.shape[0]
-        t = torch.randint(0, self.steps, (batch,), generator=generator, device=x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t = torch.randint(
+            0, self.steps, (batch,), generator=generator, device=_where(generator, x0)
+        )
+        noise = _randn_like(x0, generator)
+        t = t.to(x0.device)
         x_t = self.q_sample(x0, t, noise)
         pred = model(self.model_input(x_t, x0, known), t, known)
         if pred.shape != x0.shape:
@@ -305,5 +312,11 @@ def _scalar(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value.to(device=like.device, dtype=like.dtype)
 
 
+def _where(generator: torch.Generator | None, like: torch.Tensor) -> torch.device:
+    """Draw on the generator's device (a CPU generator can feed a GPU run reproducibly)."""
+    return generator.device if generator is not None else like.device
+
+
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    noise = torch.randn(x.shape, generator=generator, device=_where(generator, x), dtype=x.dtype)
+    return noise.to(x.device)

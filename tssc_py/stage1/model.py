@@ -31,6 +31,8 @@ class DiTConfig:
         depth: Number of transformer blocks.
         heads: Attention heads (must divide ``hidden``).
         mlp_ratio: MLP hidden width as a multiple of ``hidden``.
+        prior: Whether the model takes a second input channel, the interpolation prior (the
+            linear blend of the known frames), next to the noisy frames.
     """
 
     patch_size: int = 8
@@ -38,6 +40,7 @@ class DiTConfig:
     depth: int = 12
     heads: int = 6
     mlp_ratio: float = 4.0
+    prior: bool = False
 
     def __post_init__(self) -> None:
         if self.patch_size < 1 or self.hidden < 1 or self.depth < 0 or self.heads < 1:
@@ -239,7 +242,7 @@ class VideoDiT(nn.Module):
         self.config = config if config is not None else DiTConfig()
         cfg = self.config
         p, d = cfg.patch_size, cfg.hidden
-        self.patch_embed = nn.Conv2d(1, d, kernel_size=p, stride=p)
+        self.patch_embed = nn.Conv2d(2 if cfg.prior else 1, d, kernel_size=p, stride=p)
         self.t_embedder = TimestepEmbedder(d)
         self.known_embed = nn.Embedding(2, d)  # index 0 unknown, 1 known
         self.blocks = nn.ModuleList(
@@ -285,13 +288,20 @@ class VideoDiT(nn.Module):
             self._pos_cache[key] = emb
         return emb
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """Predict the per-pixel target (epsilon or v) for a noisy sequence.
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        known: torch.Tensor,
+        prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the per-pixel target (epsilon, v or x0) for a noisy sequence.
 
         Args:
             x: (B, T, H, W) noisy frames (known frames may be clean), H and W divisible by p.
             t: (B,) diffusion timesteps, integer or float.
             known: (B, T) bool mask of the known (conditioning) frames.
+            prior: (B, T, H, W) interpolation prior; required exactly when ``config.prior``.
 
         Returns:
             (B, T, H, W) prediction, same dtype as the model output.
@@ -309,10 +319,16 @@ class VideoDiT(nn.Module):
             raise TsscError(f"expected t of shape ({b},), got {tuple(t.shape)}")
         if known.shape != (b, nt):
             raise TsscError(f"expected known of shape ({b}, {nt}), got {tuple(known.shape)}")
+        if (prior is not None) != self.config.prior:
+            need = "needs" if self.config.prior else "takes no"
+            raise TsscError(f"this model {need} an interpolation prior")
+        if prior is not None and prior.shape != x.shape:
+            raise TsscError(f"prior shape {tuple(prior.shape)} differs from x {tuple(x.shape)}")
         gh, gw = hh // p, ww // p
         n = gh * gw
 
-        tok = self.patch_embed(x.reshape(b * nt, 1, hh, ww))  # (B*T, D, h, w)
+        frames = x[:, :, None] if prior is None else torch.stack([x, prior], dim=2)  # (B,T,C,H,W)
+        tok = self.patch_embed(frames.reshape(b * nt, -1, hh, ww))  # (B*T, D, h, w)
         tok = tok.flatten(2).transpose(1, 2).reshape(b, nt, n, -1)  # (B, T, N, D)
         tok = tok + self.pos_embed(nt, gh, gw, x.device).to(tok.dtype)  # (B, T, N, D)
         tok = tok + self.known_embed(known.long())[:, :, None, :]  # (B, T, N, D)

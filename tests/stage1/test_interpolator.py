@@ -1,0 +1,190 @@
+"""Stage 1 as a whole: the linear prior, windows, residual formulation, sampling, loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tssc_py.errors import TsscError
+from tssc_py.methods import get_method
+from tssc_py.stage1.diffusion import ScheduleConfig
+from tssc_py.stage1.interpolator import (
+    Stage1,
+    Stage1Config,
+    linear_prior,
+    load_stage1,
+    windows,
+)
+from tssc_py.stage1.model import DiTConfig
+
+
+def _config(**changes: object) -> Stage1Config:
+    model = DiTConfig(patch_size=4, hidden=32, depth=1, heads=2, prior=True)
+    return Stage1Config(**{"model": model, "frames": 6, "size": (8, 8), **changes})
+
+
+def _moving_square(b: int = 2, t: int = 6, n: int = 8) -> torch.Tensor:
+    x = torch.zeros(b, t, n, n)
+    for i in range(t):
+        x[:, i, 2:5, i % (n - 3) : i % (n - 3) + 3] = 1.0
+    return x
+
+
+@pytest.mark.parametrize(
+    "pattern", [[0, 5], [0, 2, 4, 5], [1, 3], [2], [0, 1, 2, 3, 4, 5]], ids=str
+)
+def test_linear_prior_equals_the_linear_method(pattern: list[int]) -> None:
+    x = torch.rand(3, 6, 5, 4, generator=torch.Generator().manual_seed(0))
+    known = torch.zeros(3, 6, dtype=torch.bool)
+    known[:, pattern] = True
+    expected = get_method("linear").fill(x.numpy(), pattern)
+    np.testing.assert_allclose(linear_prior(x, known).numpy(), expected, atol=1e-6)
+    assert torch.equal(linear_prior(x, known)[known], x[known])
+
+
+def test_linear_prior_needs_a_known_frame() -> None:
+    with pytest.raises(TsscError, match="at least one known frame"):
+        linear_prior(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(
+    ("known", "n", "length", "expected"),
+    [
+        ([0, 11], 12, 12, [(0, 12)]),
+        ([0, 11, 22], 23, 12, [(0, 12), (11, 23)]),
+        ([0, 5, 10, 15, 20], 21, 12, [(0, 11), (10, 21)]),
+        ([0, 3, 6, 9, 12, 15], 16, 4, [(0, 4), (3, 7), (6, 10), (9, 13), (12, 16)]),
+        ([2, 7], 9, 12, [(0, 9)]),
+    ],
+)
+def test_windows(known: list[int], n: int, length: int, expected: list) -> None:
+    got = windows(known, n, length)
+    assert got == expected
+    covered = [t for a, b in got for t in range(a, b)]
+    assert set(covered) == set(range(n))
+    # Only known frames are shared between windows.
+    shared = {t for t in covered if covered.count(t) > 1}
+    assert shared <= set(known)
+
+
+def test_windows_gap_too_large() -> None:
+    with pytest.raises(TsscError, match="window is 12 frames"):
+        windows([0, 20], 21, 12)
+
+
+def test_untrained_model_returns_the_blend_and_known_frames_bit_for_bit() -> None:
+    torch.manual_seed(0)
+    stage1 = Stage1(_config())
+    x = _moving_square() + torch.tensor(1 / 3)
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 5]] = True
+    out = stage1.sample(x, known, steps=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[known], x[known])
+    torch.testing.assert_close(out, linear_prior(x, known), atol=1e-6, rtol=0)
+
+
+def _randomize(stage1: Stage1) -> Stage1:
+    with torch.no_grad():
+        for p in stage1.model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    return stage1
+
+
+def test_sampling_keeps_known_frames_and_is_deterministic_per_seed() -> None:
+    torch.manual_seed(0)
+    stage1 = _randomize(Stage1(_config()))
+    x = _moving_square() + torch.tensor(1 / 7)
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 3, 5]] = True
+
+    def run(seed: int) -> torch.Tensor:
+        return stage1.sample(x, known, 4, 0.0, torch.Generator().manual_seed(seed))
+
+    a, b, c = run(1), run(1), run(2)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert torch.equal(a[known], x[known])
+    assert not torch.allclose(a, linear_prior(x, known))
+
+
+def test_loss_ignores_known_frames() -> None:
+    torch.manual_seed(0)
+    stage1 = _randomize(Stage1(_config()))
+    x = _moving_square()
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 5]] = True
+    loss = stage1.loss(x, known, torch.Generator().manual_seed(3))
+    assert loss.item() > 0
+    # A sample whose frames are all known contributes nothing.
+    all_known = torch.ones(2, 6, dtype=torch.bool)
+    assert stage1.loss(x, all_known, torch.Generator().manual_seed(3)).item() == 0.0
+
+
+def test_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    stage1 = Stage1(_config())
+    x = _moving_square()
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 5]] = True
+    opt = torch.optim.Adam(stage1.model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        # One fixed noise draw and timestep: a fixed objective the network must fit.
+        loss = stage1.loss(x, known, torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+def test_config_checks_and_round_trip() -> None:
+    config = _config(scale=2.5)
+    assert Stage1Config.from_dict(config.to_dict()) == config
+    with pytest.raises(TsscError, match="prior input channel"):
+        _config(residual=False)
+    with pytest.raises(TsscError, match="not divisible by the patch size"):
+        _config(size=(10, 8))
+    with pytest.raises(TsscError, match="must have keys"):
+        Stage1Config.from_dict({"model": {}})
+    plain = _config(model=DiTConfig(patch_size=4, hidden=32, depth=1, heads=2), residual=False)
+    assert plain.schedule == ScheduleConfig(prediction="x0")
+
+
+def test_non_residual_model_samples_too() -> None:
+    torch.manual_seed(0)
+    config = _config(model=DiTConfig(patch_size=4, hidden=32, depth=1, heads=2), residual=False)
+    stage1 = Stage1(config)
+    x = _moving_square()
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 5]] = True
+    out = stage1.sample(x, known, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[known], x[known])
+    assert stage1.loss(x, known).item() > 0
+
+
+def test_load_stage1(checkpoint: Path) -> None:
+    stage1 = load_stage1(checkpoint)
+    assert not stage1.model.training
+    raw = load_stage1(checkpoint, weights="model")
+    ema_w = dict(stage1.model.named_parameters())
+    raw_w = dict(raw.model.named_parameters())
+    assert any(not torch.equal(ema_w[k], raw_w[k]) for k in ema_w)
+    with pytest.raises(TsscError, match="weights must be one of"):
+        load_stage1(checkpoint, weights="best")
+
+
+def test_load_stage1_refuses_weights_of_another_shape(checkpoint: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["stage1"]["model"]["hidden"] = 128
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TsscError, match="weights do not fit the model config"):
+        load_stage1(copy)

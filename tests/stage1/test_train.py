@@ -1,0 +1,112 @@
+"""Stage-1 training: logs, checkpoints, exact resume, and refusals."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import make_prepared, tiny_train_config
+from tssc_py.checkpoint import load_checkpoint
+from tssc_py.device import resolve_device
+from tssc_py.errors import TsscError
+from tssc_py.stage1.train import LOG_COLUMNS, TrainConfig, learning_rate, train
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "log.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_writes_checkpoint_and_log(checkpoint: Path) -> None:
+    ckpt = load_checkpoint(checkpoint, "stage1")
+    assert ckpt.config["step"] == 4 and ckpt.config["subjects"] == ["s0", "s1", "s2"]
+    assert {"model", "ema", "training"} <= {p.stem for p in checkpoint.glob("*.safetensors")}
+    rows = _rows(checkpoint.parent)
+    assert list(rows[0]) == list(LOG_COLUMNS)
+    assert [r["step"] for r in rows] == ["2", "4"]
+    for row in rows:
+        assert float(row["val_psnr"]) > 10 and 0 < float(row["val_ssim"]) <= 1
+        assert float(row["loss"]) > 0
+
+
+def _tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).tensors(name)
+
+
+def test_resume_continues_exactly(prepared: Path, tmp_path: Path) -> None:
+    # warm-up longer than the run: the learning rate does not depend on the total steps.
+    whole = train([prepared], tmp_path / "whole", tiny_train_config(steps=4), show_progress=False)
+    part = train([prepared], tmp_path / "part", tiny_train_config(steps=2), show_progress=False)
+    resumed = train(
+        [prepared],
+        tmp_path / "part",
+        tiny_train_config(steps=4),
+        resume=True,
+        show_progress=False,
+    )
+    assert resumed == part
+    for name in ("model", "ema", "training"):
+        a, b = _tensors(whole, name), _tensors(resumed, name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+    assert [r["loss"] for r in _rows(tmp_path / "whole")] == [
+        r["loss"] for r in _rows(tmp_path / "part")
+    ]
+
+
+def test_resume_keeps_the_saved_options(prepared: Path, tmp_path: Path) -> None:
+    train([prepared], tmp_path / "run", tiny_train_config(steps=2), show_progress=False)
+    train(
+        [prepared],
+        tmp_path / "run",
+        TrainConfig(steps=3, lr=1.0, frames=7),
+        resume=True,
+        show_progress=False,
+    )
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint").config
+    assert saved["step"] == 3 and saved["train"]["lr"] == tiny_train_config().lr
+    assert saved["stage1"]["frames"] == 6
+
+
+def test_refusals(prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(TsscError, match="checkpoint: no such checkpoint folder"):
+        train([prepared], tmp_path / "none", tiny_train_config(), resume=True)
+    run = tmp_path / "run"
+    train([prepared], run, tiny_train_config(steps=2), show_progress=False)
+    with pytest.raises(TsscError, match="holds an earlier run"):
+        train([prepared], run, tiny_train_config(steps=2), show_progress=False)
+    train([prepared], run, tiny_train_config(steps=2), overwrite=True, show_progress=False)
+    others = make_prepared(tmp_path / "others", subjects=2)
+    shutil.copy(others / "s0.nii.gz", others / "t0.nii.gz")
+    with pytest.raises(TsscError, match="other subjects"):
+        train([others], run, tiny_train_config(steps=3), resume=True, show_progress=False)
+    with pytest.raises(TsscError, match="leave none for training"):
+        train([others], tmp_path / "r2", tiny_train_config(val_subjects=2), show_progress=False)
+
+
+def test_learning_rate_schedule() -> None:
+    config = TrainConfig(steps=100, warmup=10, lr=1.0)
+    assert learning_rate(config, 0) == pytest.approx(0.1)
+    assert learning_rate(config, 9) == pytest.approx(1.0)
+    assert learning_rate(config, 10) == pytest.approx(1.0)
+    assert learning_rate(config, 100) == pytest.approx(0.1)
+    values = [learning_rate(config, s) for s in range(10, 101)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_config_and_device_checks() -> None:
+    with pytest.raises(TsscError, match="frames is too small"):
+        TrainConfig(frames=1)
+    with pytest.raises(TsscError, match="endpoint_fraction"):
+        TrainConfig(endpoint_fraction=2.0)
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(TsscError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TsscError, match="no CUDA device"):
+            resolve_device("cuda")

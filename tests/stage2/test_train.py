@@ -1,0 +1,261 @@
+"""Stage-2 data, training, resume and refinement (tiny networks, tiny volumes)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import make_prepared, run_cli, tiny_train_config
+from tssc_py.checkpoint import load_checkpoint
+from tssc_py.errors import TsscError
+from tssc_py.io import read_scan, write_scan
+from tssc_py.methods import fill_chunk, get_method
+from tssc_py.prepare import PrepareConfig, load_record, prepare_file, record_path
+from tssc_py.slices import assemble_chunks, filled_scan, split_volume
+from tssc_py.stage1.train import train as train_stage1
+from tssc_py.stage2.data import CropSampler, generate_stage1, load_pairs, outputs_folder
+from tssc_py.stage2.model import build_refine
+from tssc_py.stage2.refine import load_refine, refine_series, refine_volume
+from tssc_py.stage2.train import LOG_COLUMNS, TrainConfig, train
+
+
+def _linear_outputs(prepared: Path, folder: Path) -> Path:
+    """Stand-in stage-1 outputs: the linear method's filled series of every subject."""
+    for image in sorted(prepared.glob("*.nii.gz")):
+        record = load_record(record_path(image))
+        volume = read_scan(image).data
+        chunks = split_volume(volume, record, volume.shape[2])
+        filled = assemble_chunks([fill_chunk(c, get_method("linear")) for c in chunks])
+        write_scan(filled_scan(filled, record), folder / f"{record.subject}.nii")
+    return folder
+
+
+def _config(**changes: object) -> TrainConfig:
+    base = {"steps": 4, "batch_size": 2, "crop": 8, "val_every": 2, "checkpoint_every": 2}
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def outputs(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _linear_outputs(prepared, tmp_path_factory.mktemp("stage1_outputs"))
+
+
+def test_pairs_and_crops(prepared: Path, outputs: Path) -> None:
+    images = sorted(prepared.glob("*.nii.gz"))
+    pairs = load_pairs(images, outputs_folder(outputs, ["s0", "s1", "s2"]))
+    assert [p.subject for p in pairs] == ["s0", "s1", "s2"]
+    assert pairs[0].generated.shape == (6, 16, 16, 4)  # the 6 hidden frames of 8
+    x, y = CropSampler(pairs, 8).batch(np.random.default_rng(0), 5)
+    assert x.shape == y.shape == (5, 1, 8, 8, 4)
+    with pytest.raises(TsscError, match="no stage-1 output for subject 's9'"):
+        outputs_folder(outputs, ["s9"])
+
+
+def test_generate_stage1_caches(prepared: Path, tmp_path: Path) -> None:
+    ckpt = train_stage1(
+        [prepared], tmp_path / "s1", tiny_train_config(frames=8, steps=1), show_progress=False
+    )
+    made = generate_stage1(
+        sorted(prepared.glob("*.nii.gz")), tmp_path / "cache", {"checkpoint": ckpt, "steps": 2}
+    )
+    assert sorted(made) == ["s0", "s1", "s2"]
+    stamp = made["s0"].stat().st_mtime_ns
+    generate_stage1(sorted(prepared.glob("*.nii.gz")), tmp_path / "cache", {"checkpoint": ckpt})
+    assert made["s0"].stat().st_mtime_ns == stamp
+
+
+def test_upsample_subjects_are_refused(tmp_path: Path) -> None:
+    from tests.conftest import blob_series, write_nifti
+
+    scan = write_nifti(tmp_path / "u.nii.gz", blob_series((20, 18, 4, 4)))
+    image, _ = prepare_file(
+        scan, tmp_path / "p" / "u.nii.gz", PrepareConfig(mode="upsample", size=16, depth=4)
+    )
+    with pytest.raises(TsscError, match="upsample-mode subject"):
+        load_pairs([image], {"u": image})
+
+
+def test_train_writes_log_and_checkpoint(prepared: Path, outputs: Path, tmp_path: Path) -> None:
+    whole = train(
+        [prepared], tmp_path / "whole", _config(), stage1_outputs=outputs, show_progress=False
+    )
+    ckpt = load_checkpoint(whole, "stage2")
+    assert ckpt.config["step"] == 4 and ckpt.config["refine"]["channels"] == 8
+    with (tmp_path / "whole" / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(LOG_COLUMNS) and [r["step"] for r in rows] == ["2", "4"]
+    assert float(rows[-1]["val_psnr"]) > 10 and float(rows[-1]["wavelet"]) > 0
+
+
+def test_killed_run_resumes_exactly(
+    prepared: Path, outputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = train(
+        [prepared], tmp_path / "whole", _config(), stage1_outputs=outputs, show_progress=False
+    )
+    calls = {"n": 0}
+    batch = CropSampler.batch
+
+    def dies_at_step_3(self, rng, size):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return batch(self, rng, size)
+
+    monkeypatch.setattr(CropSampler, "batch", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train([prepared], tmp_path / "part", _config(), stage1_outputs=outputs, show_progress=False)
+    monkeypatch.setattr(CropSampler, "batch", batch)
+    assert load_checkpoint(tmp_path / "part" / "checkpoint").config["step"] == 2
+    resumed = train(
+        [prepared],
+        tmp_path / "part",
+        _config(),
+        stage1_outputs=outputs,
+        resume=True,
+        show_progress=False,
+    )
+    for name in ("model", "training"):
+        a, b = load_checkpoint(whole).tensors(name), load_checkpoint(resumed).tensors(name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+
+
+def test_refine_identity_tiles_padding_and_known_frames() -> None:
+    torch.manual_seed(0)
+    net = build_refine("tiny").eval()
+    vol = np.random.default_rng(0).random((18, 13, 3)).astype(np.float32)
+    np.testing.assert_allclose(refine_volume(net, vol), vol, atol=1e-6)
+    np.testing.assert_allclose(refine_volume(net, vol, tile=8, overlap=4), vol, atol=1e-6)
+    with torch.no_grad():
+        net.head.weight.normal_(std=0.05)
+    series = np.random.default_rng(1).random((16, 16, 3, 4)).astype(np.float32)
+    out = refine_series(net, series, [0, 3])
+    np.testing.assert_array_equal(out[..., [0, 3]], series[..., [0, 3]])
+    assert not np.allclose(out[..., 1], series[..., 1])
+    with pytest.raises(TsscError, match="positive multiple of 4"):
+        refine_volume(net, vol, tile=6)
+
+
+def test_refine_cli(prepared: Path, outputs: Path, tmp_path: Path) -> None:
+    ckpt = train(
+        [prepared], tmp_path / "run", _config(steps=2), stage1_outputs=outputs, show_progress=False
+    )
+    assert isinstance(load_refine(ckpt), torch.nn.Module)
+    out = tmp_path / "refined.nii"
+    proc = run_cli(
+        "tssc-refine",
+        "--filled",
+        outputs / "s0.nii",
+        "--record",
+        prepared / "s0.json",
+        "--checkpoint",
+        ckpt,
+        "--out",
+        out,
+        "--tile",
+        8,
+    )
+    assert "state-space backend: torch" in proc.stdout
+    refined, filled = read_scan(out).data, read_scan(outputs / "s0.nii").data
+    np.testing.assert_array_equal(refined[..., [0, 7]], filled[..., [0, 7]])
+    proc = run_cli(
+        "tssc-refine",
+        "--filled",
+        outputs / "s0.nii",
+        "--record",
+        prepared / "s0.json",
+        "--checkpoint",
+        tmp_path,
+        "--out",
+        tmp_path / "x.nii",
+        check=False,
+    )
+    assert proc.returncode == 1 and "config.json: missing" in proc.stderr
+
+
+def test_train_needs_exactly_one_stage1_source(prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(TsscError, match="either a stage-1 checkpoint or a folder"):
+        train([prepared], tmp_path / "r", _config())
+    others = make_prepared(tmp_path / "o", subjects=1)
+    with pytest.raises(TsscError, match="leave none for training"):
+        train(
+            [others],
+            tmp_path / "r",
+            _config(),
+            stage1_outputs=_linear_outputs(others, tmp_path / "lin"),
+        )
+
+
+def test_tssc_run_with_stage2(
+    prepared: Path, outputs: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    refine = train(
+        [prepared], tmp_path / "s2", _config(steps=2), stage1_outputs=outputs, show_progress=False
+    )
+    scans = prepared.parent / "scans"
+    common = ("--size", 16, "--depth", 4, "--frames", 6, "--no-progress")
+    run_cli(
+        "tssc-run",
+        "--input",
+        scans / "s0.nii.gz",
+        "--out",
+        tmp_path / "run",
+        "--methods",
+        "linear,diffusion",
+        "--checkpoint",
+        checkpoint,
+        "--steps",
+        2,
+        "--refine-checkpoint",
+        refine,
+        "--tile",
+        8,
+        "--ssim",
+        "2d",
+        *common,
+    )
+    summary = pd.read_csv(tmp_path / "run" / "report" / "summary.csv")
+    assert set(summary["method"]) == {"linear", "diffusion", "tssc"}
+    assert (tmp_path / "run" / "tssc" / "s0.nii.gz").exists()
+    run_cli(
+        "tssc-run",
+        "--input",
+        scans / "s0.nii.gz",
+        "--out",
+        tmp_path / "ablation",
+        "--methods",
+        "diffusion",
+        "--checkpoint",
+        checkpoint,
+        "--steps",
+        2,
+        "--refine-checkpoint",
+        refine,
+        "--no-refine",
+        "--ssim",
+        "2d",
+        *common,
+    )
+    summary = pd.read_csv(tmp_path / "ablation" / "report" / "summary.csv")
+    assert set(summary["method"]) == {"diffusion"}
+    proc = run_cli(
+        "tssc-run",
+        "--input",
+        scans / "s0.nii.gz",
+        "--out",
+        tmp_path / "bad",
+        "--methods",
+        "linear",
+        "--refine-checkpoint",
+        refine,
+        *common,
+        check=False,
+    )
+    assert proc.returncode == 1 and "add it to methods" in proc.stderr

@@ -1,0 +1,111 @@
+"""Checkpoint folders: safetensors + JSON round trip, atomic replacement, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tssc_py.checkpoint import (
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_state,
+    save_checkpoint,
+)
+from tssc_py.errors import TsscError
+
+
+def _save(path: Path, value: float = 1.0) -> Path:
+    return save_checkpoint(
+        path,
+        {"kind": "test", "value": value},
+        {"model": {"w": torch.full((2, 3), value), "b": torch.zeros(3)}},
+        {"training": {"step": 3}},
+    )
+
+
+def test_round_trip_without_pickle(tmp_path: Path) -> None:
+    path = _save(tmp_path / "ckpt")
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "training.json",
+    ]
+    ckpt = load_checkpoint(path, "test")
+    assert ckpt.config["value"] == 1.0 and "tssc_version" in ckpt.config
+    assert torch.equal(ckpt.tensors("model")["w"], torch.ones(2, 3))
+    assert ckpt.json("training") == {"step": 3}
+    assert ckpt.has("model") and not ckpt.has("ema")
+
+
+def test_replacement_is_atomic_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    _save(tmp_path / "ckpt", 1.0)
+    _save(tmp_path / "ckpt", 2.0)
+    assert load_checkpoint(tmp_path / "ckpt").tensors("model")["w"][0, 0] == 2.0
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    _save(tmp_path / "ckpt", 1.0)
+    with pytest.raises(AttributeError):
+        save_checkpoint(tmp_path / "ckpt", {"kind": "test"}, {"model": {"w": "not a tensor"}})
+    assert load_checkpoint(tmp_path / "ckpt").config["value"] == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    path = _save(tmp_path / "ckpt")
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in path.iterdir():
+        assert file.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "scan.nii.gz").write_text("x")
+    with pytest.raises(TsscError, match="not a checkpoint folder"):
+        _save(tmp_path / "data")
+    assert (tmp_path / "data" / "scan.nii.gz").exists()
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(TsscError, match="no such checkpoint folder"):
+        load_checkpoint(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TsscError, match=r"config\.json: missing"):
+        load_checkpoint(tmp_path / "empty")
+    path = _save(tmp_path / "ckpt")
+    with pytest.raises(TsscError, match="is a 'test' checkpoint, expected a 'stage1' one"):
+        load_checkpoint(path, "stage1")
+    (path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(TsscError, match="cannot read tensors"):
+        load_checkpoint(path).tensors("model")
+    with pytest.raises(TsscError, match=r"has no ema\.safetensors"):
+        load_checkpoint(path).tensors("ema")
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(TsscError, match="not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_optimizer_state_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(4, 3)).square().sum().backward()
+        opt.step()
+    tensors, meta = optimizer_state(opt)
+    path = save_checkpoint(tmp_path / "c", {"kind": "t"}, {"training": tensors}, {"opt": meta})
+    ckpt = load_checkpoint(path)
+    fresh = torch.optim.AdamW(net.parameters(), lr=0.5)
+    load_optimizer_state(fresh, ckpt.tensors("training"), json.loads(json.dumps(ckpt.json("opt"))))
+    before, after = opt.state_dict(), fresh.state_dict()
+    assert after["param_groups"][0]["lr"] == 0.01
+    for index, entry in before["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(torch.as_tensor(after["state"][index][key]), torch.as_tensor(value))

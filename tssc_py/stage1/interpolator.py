@@ -1,0 +1,269 @@
+"""Stage 1 as one object: the DiT, its diffusion schedule and the residual formulation.
+
+Residual diffusion over an interpolation prior. The model never has to produce a frame from
+noise alone: the per-voxel linear blend of the known frames (what the ``linear`` method
+returns) is computed first, given to the network as a second input channel, and the diffusion
+runs over the scaled residual ``scale * (x - prior)`` of the unknown frames. The network
+predicts that residual (``x0`` target) through a zero-initialised output layer, so an untrained
+model returns the blend exactly, and training can only move it towards the data. The blend is
+also the best place to start: it is already correct wherever nothing moves (most of every
+MRI field of view), so the model's capacity goes to the moving structures. The residual of a
+known frame is zero by construction, so known frames come back bit for bit.
+
+Why ``x0`` and not ``v`` or epsilon: with ``x0`` the zero output *is* the prior, and the plain
+``x0`` loss weights the high-noise steps, where the model learns the conditional mean of the
+residual (the least-squares estimate that PSNR rewards); the low-noise steps add the texture
+DDIM needs. Scaling the residual (``scale``, default 4) brings its spread near the unit
+variance of the noise the schedule assumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tssc_py.checkpoint import load_checkpoint
+from tssc_py.errors import TsscError, about
+from tssc_py.stage1 import WEIGHTS
+from tssc_py.stage1.diffusion import Diffusion, Progress, ScheduleConfig
+from tssc_py.stage1.model import DiTConfig, VideoDiT
+
+
+@dataclass
+class Stage1Config:
+    """Everything needed to rebuild a stage-1 model and use it on the right data.
+
+    Attributes:
+        model: DiT architecture (with ``prior`` set when ``residual`` is).
+        schedule: Diffusion schedule and prediction target.
+        frames: Window length in frames the model was trained on; longer series are cut into
+            windows between known frames.
+        size: Frame size ``(x, y)`` the model was trained on.
+        residual: Diffuse the residual over the linear blend (see the module docstring).
+        scale: Residual (or frame) multiplier before diffusion.
+        prepare: The data preparation parameters of the training data (for the record and
+            for the checks at inference).
+    """
+
+    model: DiTConfig
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(prediction="x0"))
+    frames: int = 12
+    size: tuple[int, int] = (64, 64)
+    residual: bool = True
+    scale: float = 4.0
+    prepare: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.size = (int(self.size[0]), int(self.size[1]))
+        if self.residual != self.model.prior:
+            raise TsscError("a residual stage-1 model needs the prior input channel and only it")
+        if self.frames < 2:
+            raise TsscError(f"stage-1 window must hold at least 2 frames, got {self.frames}")
+        if not self.scale > 0:
+            raise TsscError(f"stage-1 scale must be positive, got {self.scale}")
+        p = self.model.patch_size
+        if self.size[0] % p or self.size[1] % p:
+            raise TsscError(f"frame size {self.size} is not divisible by the patch size {p}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "model": self.model.to_dict(),
+            "schedule": self.schedule.to_dict(),
+            "frames": self.frames,
+            "size": list(self.size),
+            "residual": self.residual,
+            "scale": self.scale,
+            "prepare": dict(self.prepare),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stage1Config:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            TsscError: For missing or unknown keys.
+        """
+        keys = {"model", "schedule", "frames", "size", "residual", "scale", "prepare"}
+        if not isinstance(data, dict) or set(data) != keys:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise TsscError(f"stage-1 config must have keys {sorted(keys)}, got {got}")
+        return cls(
+            model=DiTConfig.from_dict(data["model"]),
+            schedule=ScheduleConfig.from_dict(data["schedule"]),
+            frames=int(data["frames"]),
+            size=tuple(data["size"]),
+            residual=bool(data["residual"]),
+            scale=float(data["scale"]),
+            prepare=dict(data["prepare"]),
+        )
+
+
+def linear_prior(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Per-voxel linear blend in time of the known frames, like the ``linear`` method.
+
+    Frames before the first or after the last known frame hold that frame; known frames are
+    copied exactly.
+
+    Args:
+        x: ``(B, T, H, W)``; only the known frames are read.
+        known: ``(B, T)`` bool, at least one True per row.
+
+    Returns:
+        ``(B, T, H, W)`` blend.
+    """
+    t = known.shape[1]
+    if not bool(known.any(dim=1).all()):
+        raise TsscError("every sequence needs at least one known frame")
+    idx = torch.arange(t, device=x.device)
+    kn = known.to(x.device)
+    # Index of the nearest known frame at or before / at or after each frame.
+    before = torch.where(kn, idx, -1).cummax(dim=1).values  # (B, T)
+    after = torch.where(kn, idx, t).flip(1).cummin(dim=1).values.flip(1)  # (B, T)
+    before = torch.where(before < 0, after, before)
+    after = torch.where(after >= t, before, after)
+    span = (after - before).clamp_min(1)
+    w = ((idx - before).clamp_min(0) / span).to(x.dtype)  # (B, T)
+    w = torch.where(kn, torch.zeros_like(w), w)
+    gather = lambda i: x.gather(1, i[:, :, None, None].expand_as(x))  # noqa: E731
+    prior = gather(before) * (1 - w)[:, :, None, None] + gather(after) * w[:, :, None, None]
+    return torch.where(kn[:, :, None, None], x, prior)
+
+
+def windows(known: Sequence[int], n_frames: int, length: int) -> list[tuple[int, int]]:
+    """Cut a series into windows of at most ``length`` frames joined at known frames.
+
+    The first window starts at frame 0, the last ends at the last frame, and consecutive
+    windows share one known frame, so every unknown frame lies inside exactly one window.
+
+    Returns:
+        ``(start, stop)`` pairs, stop exclusive.
+
+    Raises:
+        TsscError: If known frames are too far apart for one window.
+    """
+    ks = sorted(set(int(k) for k in known))
+    out: list[tuple[int, int]] = []
+    start = 0
+    while n_frames - start > length:
+        reach = [k for k in ks if start < k < start + length]
+        if not reach:
+            raise TsscError(
+                f"no known frame within {length - 1} frames after frame {start}: "
+                f"the model's window is {length} frames"
+            )
+        out.append((start, reach[-1] + 1))
+        start = reach[-1]
+    out.append((start, n_frames))
+    return out
+
+
+class Stage1:
+    """A stage-1 network with its schedule: training loss and sampling in data space.
+
+    Args:
+        config: The stage-1 configuration.
+        model: Network to use; a fresh one from ``config.model`` when omitted.
+    """
+
+    def __init__(self, config: Stage1Config, model: VideoDiT | None = None) -> None:
+        self.config = config
+        self.model = model if model is not None else VideoDiT(config.model)
+        self.diffusion = Diffusion(config.schedule)
+
+    def _split(
+        self, x: torch.Tensor, known: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The prior (None without residual) and the diffusion-space target."""
+        if not self.config.residual:
+            return None, x * self.config.scale
+        prior = linear_prior(x, known)
+        return prior, (x - prior) * self.config.scale
+
+    def _net(self, prior: torch.Tensor | None, model: VideoDiT | None = None):
+        net = model if model is not None else self.model
+        if prior is None:
+            return net
+        return lambda x_in, t, k: net(x_in, t, k, prior)
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        known: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Masked diffusion loss of a batch of sequences ``x`` (B, T, H, W) in [0, 1] units."""
+        prior, target = self._split(x, known)
+        return self.diffusion.loss(self._net(prior), target, known, generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        x_known: torch.Tensor,
+        known: torch.Tensor,
+        steps: int = 25,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        model: VideoDiT | None = None,
+        progress: Progress | None = None,
+        samples: int = 1,
+    ) -> torch.Tensor:
+        """Generate every unknown frame jointly with DDIM; known frames come back bit for bit.
+
+        Args:
+            x_known: ``(B, T, H, W)``; values at unknown frames are ignored.
+            known: ``(B, T)`` bool.
+            steps: DDIM steps.
+            eta: DDIM eta.
+            generator: Noise source.
+            model: Weights to use instead of ``self.model`` (e.g. the EMA copy).
+            progress: Passed to the sampler.
+            samples: Independent samples averaged into the result. One sample is a sharp,
+                plausible guess; their mean approaches the conditional mean, which has the
+                lowest expected squared error (higher PSNR) but blurs what the known frames
+                leave uncertain.
+        """
+        if samples < 1:
+            raise TsscError(f"samples must be at least 1, got {samples}")
+        known = known.to(device=x_known.device, dtype=torch.bool)
+        x_known = torch.where(known[:, :, None, None], x_known, torch.zeros_like(x_known))
+        prior, cond = self._split(x_known, known)
+        net = self._net(prior, model)
+        out = self.diffusion.ddim_sample(net, cond, known, steps, eta, generator, progress)
+        for _ in range(samples - 1):
+            out = out + self.diffusion.ddim_sample(net, cond, known, steps, eta, generator)
+        out = out / (self.config.scale * samples)
+        if prior is not None:
+            out = prior + out
+        return torch.where(known[:, :, None, None], x_known, out)
+
+
+def load_stage1(
+    path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
+) -> Stage1:
+    """Rebuild a trained stage-1 model from a checkpoint folder, in eval mode.
+
+    Args:
+        path: Checkpoint folder (``tssc-train-stage1``'s ``OUT/checkpoint``).
+        weights: ``ema`` (the averaged weights, the default) or ``model`` (the raw ones).
+        device: Where to put the weights.
+
+    Raises:
+        TsscError: If the folder is not a stage-1 checkpoint or its tensors do not fit.
+    """
+    if weights not in WEIGHTS:
+        raise TsscError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    ckpt = load_checkpoint(path, "stage1")
+    with about(ckpt.path):
+        config = Stage1Config.from_dict(ckpt.config.get("stage1", {}))
+    model = VideoDiT(config.model)
+    try:
+        model.load_state_dict(ckpt.tensors(weights))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise TsscError(f"weights do not fit the model config: {first}", ckpt.path) from None
+    return Stage1(config, model.to(device).eval())

@@ -1,0 +1,278 @@
+"""Training loop of stage 1 (``tssc-train-stage1``).
+
+AdamW with a linear warm-up and a cosine decay to a tenth of the peak rate, gradient
+clipping, an EMA copy of the weights (used for validation and, by default, for inference),
+bf16 autocast on CUDA. Every ``checkpoint_every`` steps the whole training state (weights, EMA,
+optimizer moments, step, both random generators) goes to ``OUT/checkpoint`` as safetensors +
+JSON, so ``resume`` continues exactly where the run stopped: the next loss equals the one an
+uninterrupted run would have computed. Every ``val_every`` steps the EMA model fills held-out
+sequences from their end frames with DDIM and is scored with the project's PSNR and SSIM next
+to the linear blend of the same frames; ``OUT/log.csv`` keeps every logged row.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tssc_py.device import autocast, resolve_device
+from tssc_py.errors import TsscError
+from tssc_py.metrics import psnr, ssim
+from tssc_py.stage1.data import Sampler, Series, load_cohort, prepared_images, validation_set
+from tssc_py.stage1.diffusion import ScheduleConfig
+from tssc_py.stage1.interpolator import Stage1, Stage1Config, linear_prior
+from tssc_py.stage1.model import DiTConfig, VideoDiT, preset_config
+from tssc_py.training import Run, RunOptions, hold_out
+
+KIND = "stage1"
+LOG_COLUMNS = (
+    "step",
+    "seconds",
+    "loss",
+    "lr",
+    "grad_norm",
+    "val_psnr",
+    "val_ssim",
+    "val_linear_psnr",
+    "val_linear_ssim",
+)
+
+
+@dataclass
+class TrainConfig(RunOptions):
+    """Options of one stage-1 run (besides :class:`~tssc_py.training.RunOptions`).
+
+    Attributes:
+        preset: DiT size preset (``DiT_tiny``, ``DiT_S``, ``DiT_B``).
+        patch_size: Override of the preset's patch size (None keeps it).
+        hidden: Override of the preset's width.
+        depth: Override of the preset's number of blocks.
+        heads: Override of the preset's attention heads.
+        frames: Frames per training sequence (the model's window).
+        warmup: Linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        grad_clip: Gradient norm clip.
+        ema_decay: EMA decay (ramped up from 0 over the first steps).
+        scale: Residual multiplier before diffusion.
+        residual: Diffuse the residual over the linear blend.
+        prediction: Diffusion target (``x0``, ``v`` or ``epsilon``).
+        endpoint_fraction: Share of samples whose only known frames are the two ends.
+        val_sequences: Validation sequences scored each time.
+        val_steps: DDIM steps during validation.
+    """
+
+    lr: float = 5e-4
+    preset: str = "DiT_tiny"
+    patch_size: int | None = None
+    hidden: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    frames: int = 12
+    warmup: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    scale: float = 4.0
+    residual: bool = True
+    prediction: str = "x0"
+    endpoint_fraction: float = 0.5
+    val_sequences: int = 16
+    val_steps: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("frames", "val_sequences", "val_steps"):
+            if getattr(self, name) < 1 + (name == "frames"):
+                raise TsscError(f"{name} is too small: {getattr(self, name)}")
+        if self.warmup < 0:
+            raise TsscError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0 <= self.endpoint_fraction <= 1 or not 0 <= self.ema_decay < 1:
+            raise TsscError("endpoint_fraction must lie in [0, 1] and ema_decay in [0, 1)")
+
+    def model_overrides(self) -> dict[str, int]:
+        """The architecture fields given explicitly."""
+        names = ("patch_size", "hidden", "depth", "heads")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Warm-up then cosine decay to ``lr / 10`` at ``config.steps``."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    span = max(1, config.steps - config.warmup)
+    progress = min(1.0, (step - config.warmup) / span)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _stage1_config(config: TrainConfig, cohort: list[Series]) -> Stage1Config:
+    model = preset_config(config.preset).to_dict()
+    model.update(config.model_overrides(), prior=config.residual)
+    size = cohort[0].stacks.shape[2:]
+    return Stage1Config(
+        model=DiTConfig.from_dict(model),
+        schedule=ScheduleConfig(prediction=config.prediction),
+        frames=config.frames,
+        size=(int(size[0]), int(size[1])),
+        residual=config.residual,
+        scale=config.scale,
+        prepare=cohort[0].prepare,
+    )
+
+
+def evaluate(
+    stage1: Stage1,
+    model: VideoDiT,
+    sequences: np.ndarray,
+    steps: int,
+    device: torch.device,
+    batch_size: int,
+) -> dict[str, float]:
+    """PSNR / SSIM (2D) of the EMA model and of the linear blend on held-out sequences."""
+    model.eval()
+    x = torch.from_numpy(sequences)
+    known = torch.zeros(x.shape[:2], dtype=torch.bool)
+    known[:, [0, -1]] = True
+    gen = torch.Generator().manual_seed(0)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb, kb = x[i : i + batch_size].to(device), known[i : i + batch_size].to(device)
+        with autocast(device):
+            outs.append(stage1.sample(xb, kb, steps, 0.0, gen, model=model).float().cpu())
+    pred = torch.cat(outs)[:, 1:-1].numpy()
+    blend = linear_prior(x, known)[:, 1:-1].numpy()
+    truth = x[:, 1:-1].numpy()
+
+    # Every (sequence, frame) image as one slice of an (x, y, n) volume: mean 2D SSIM.
+    def ssim_of(a: np.ndarray) -> float:
+        as_volume = lambda v: v.reshape(-1, *v.shape[2:]).transpose(1, 2, 0)  # noqa: E731
+        return ssim(as_volume(a), as_volume(truth), "2d")
+
+    return {
+        "val_psnr": psnr(pred, truth),
+        "val_ssim": ssim_of(pred),
+        "val_linear_psnr": psnr(blend, truth),
+        "val_linear_ssim": ssim_of(blend),
+    }
+
+
+def train(
+    inputs: list[str | Path],
+    out: Path,
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Train a stage-1 model on prepared subjects; returns the checkpoint folder.
+
+    Args:
+        inputs: Prepared images or folders of them (``tssc-prepare`` outputs).
+        out: Run folder: ``checkpoint/`` (latest state) and ``log.csv``.
+        config: Training options (on resume, the saved ones are used except ``steps``).
+        resume: Continue from ``out/checkpoint``.
+        overwrite: Start afresh even if ``out`` holds an earlier run.
+        show_progress: Draw a progress bar with the loss on stderr.
+
+    Raises:
+        TsscError: For bad data, a run folder in the way, or a checkpoint that does not fit.
+    """
+    run = Run(out, KIND, LOG_COLUMNS, resume, overwrite)
+    if resume:
+        config = TrainConfig(**{**run.saved_train_options, "steps": config.steps})
+
+    images = prepared_images(inputs)
+    cohort = load_cohort(images, config.frames)
+    train_set, val_set = hold_out(cohort, config.val_subjects, lambda s: s.subject)
+    stage1_config = _stage1_config(config, cohort)
+    subjects = sorted(s.subject for s in cohort)
+    run.check_saved("stage1", stage1_config.to_dict(), "was trained on data of another shape")
+    run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")
+    device = resolve_device(config.device)
+
+    torch.manual_seed(config.seed)
+    stage1 = Stage1(stage1_config)
+    model = stage1.model.to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    modules = {"model": model, "ema": ema}
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    step = first_step = run.restore(modules, optimizer, gen, rng, device)
+
+    sampler = Sampler(train_set, config.frames, config.endpoint_fraction)
+    val_sequences = validation_set(val_set, config.frames, config.val_sequences)
+    saved_config = {
+        "stage1": stage1_config.to_dict(),
+        "train": asdict(config),
+        "subjects": subjects,
+    }
+
+    start = time.monotonic() - run.elapsed
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        desc="tssc-train-stage1",
+        unit="step",
+        disable=not show_progress,
+    )
+    losses: list[float] = []
+    while step < config.steps:
+        model.train()
+        lr = learning_rate(config, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        xb, kb = sampler.batch(rng, config.batch_size)
+        x = torch.from_numpy(xb).to(device)
+        known = torch.from_numpy(kb).to(device)
+        with autocast(device):
+            loss = stage1.loss(x, known, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+        optimizer.step()
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                p_ema.lerp_(p, 1.0 - decay)
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.update()
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{lr:.2e}")
+        validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0)
+        if logged:
+            row: dict[str, Any] = {
+                "step": step,
+                "seconds": round(time.monotonic() - start, 1),
+                "loss": float(np.mean(losses)),
+                "lr": lr,
+                "grad_norm": grad_norm,
+            }
+            if validate:
+                scores = evaluate(
+                    stage1, ema, val_sequences, config.val_steps, device, config.batch_size
+                )
+                row.update(scores)
+                bar.write(
+                    f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
+                    f"(linear {scores['val_linear_psnr']:.2f}), SSIM {scores['val_ssim']:.4f} "
+                    f"(linear {scores['val_linear_ssim']:.4f})"
+                )
+            run.log(row)
+            losses = []
+        if checkpoint:
+            run.save(saved_config, modules, optimizer, gen, rng, step)
+    bar.close()
+    message = run.nothing_to_do(first_step, config)
+    if message:
+        bar.write(message)
+    return run.checkpoint

@@ -1,0 +1,150 @@
+"""Stage-2 training data: stage-1 volumes paired with their ground truth.
+
+Stage 2 learns to repair what stage 1 produces, so its inputs are stage-1 outputs: the
+filled series (prepared space) of evaluate-mode subjects, whose hidden frames are known. They
+are either made here by running the frozen stage-1 checkpoint over the subjects (and cached in
+the run folder, so a resumed run does not sample them again) or read from a folder of
+``tssc-assemble`` outputs named ``SUBJECT.nii`` / ``SUBJECT.nii.gz``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tssc_py.errors import TsscError, about
+from tssc_py.io import read_scan, write_scan
+from tssc_py.methods import fill_chunk, get_method
+from tssc_py.prepare import PrepareRecord, load_record, record_path
+from tssc_py.slices import assemble_chunks, filled_scan, split_volume
+
+
+@dataclass
+class Pair:
+    """One subject's generated frames and their truth, each ``(frames, x, y, z)`` float32."""
+
+    subject: str
+    generated: np.ndarray
+    truth: np.ndarray
+
+
+def _record(image: Path) -> PrepareRecord:
+    record = load_record(record_path(image))
+    if record.mode != "evaluate":
+        raise TsscError(
+            "is an upsample-mode subject: stage 2 trains on evaluate-mode subjects, whose "
+            "hidden frames have a ground truth",
+            image,
+        )
+    return record
+
+
+def generate_stage1(
+    images: Sequence[Path], cache: Path, options: dict[str, object]
+) -> dict[str, Path]:
+    """Run the stage-1 ``diffusion`` method over prepared subjects, caching each result.
+
+    Args:
+        images: Prepared images (with records).
+        cache: Folder of ``SUBJECT.nii`` results; existing ones are reused.
+        options: Options of the diffusion method (``checkpoint``, ``steps``, ...).
+
+    Returns:
+        Subject -> filled series path.
+    """
+    runner = None
+    out = {}
+    for image in images:
+        record = _record(image)
+        target = cache / f"{record.subject}.nii"
+        if not target.exists():
+            runner = runner or get_method("diffusion", **options)
+            prepared = read_scan(image).data
+            with about(image):
+                chunks = split_volume(prepared, record, chunk_size=prepared.shape[2])
+                filled = assemble_chunks([fill_chunk(chunk, runner) for chunk in chunks])
+            write_scan(filled_scan(filled, record), target)
+        out[record.subject] = target
+    return out
+
+
+def load_pairs(images: Sequence[Path], generated: dict[str, Path]) -> list[Pair]:
+    """Pair every predicted frame of each subject with its truth.
+
+    Raises:
+        TsscError: For a subject without a generated series or shapes that do not match.
+    """
+    pairs = []
+    for image in images:
+        record = _record(image)
+        if record.subject not in generated:
+            raise TsscError(f"no stage-1 output for subject {record.subject!r}", image)
+        truth = read_scan(image).data
+        made = read_scan(generated[record.subject]).data
+        if made.shape != truth.shape:
+            raise TsscError(
+                f"has shape {made.shape}, its prepared subject {truth.shape}",
+                generated[record.subject],
+            )
+        frames = record.predicted_frames
+        pairs.append(
+            Pair(
+                record.subject,
+                np.ascontiguousarray(np.moveaxis(made[..., frames], -1, 0), np.float32),
+                np.ascontiguousarray(np.moveaxis(truth[..., frames], -1, 0), np.float32),
+            )
+        )
+    return pairs
+
+
+def outputs_folder(folder: Path, subjects: Sequence[str]) -> dict[str, Path]:
+    """Find ``SUBJECT.nii`` or ``SUBJECT.nii.gz`` for each subject in ``folder``.
+
+    Raises:
+        TsscError: If one is missing.
+    """
+    found = {}
+    for subject in subjects:
+        matches = [folder / f"{subject}{s}" for s in (".nii", ".nii.gz")]
+        hit = next((p for p in matches if p.is_file()), None)
+        if hit is None:
+            raise TsscError(f"has no stage-1 output for subject {subject!r}", folder)
+        found[subject] = hit
+    return found
+
+
+class CropSampler:
+    """Random in-plane crops (all slices) of random generated frames, flipped at random.
+
+    Args:
+        pairs: Training pairs.
+        crop: In-plane crop side (capped at the frame size).
+    """
+
+    def __init__(self, pairs: Sequence[Pair], crop: int) -> None:
+        self.pairs = list(pairs)
+        self.crop = crop
+        self.weights = np.array([len(p.generated) for p in self.pairs], dtype=float)
+        self.weights /= self.weights.sum()
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(size, 1, c, c, z)`` inputs and targets."""
+        inputs, targets = [], []
+        for _ in range(size):
+            pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
+            t = int(rng.integers(len(pair.generated)))
+            nx, ny = pair.generated.shape[1:3]
+            cx, cy = min(self.crop, nx), min(self.crop, ny)
+            x0 = int(rng.integers(nx - cx, endpoint=True))
+            y0 = int(rng.integers(ny - cy, endpoint=True))
+            a = pair.generated[t, x0 : x0 + cx, y0 : y0 + cy]
+            b = pair.truth[t, x0 : x0 + cx, y0 : y0 + cy]
+            for axis in range(3):
+                if rng.random() < 0.5:
+                    a, b = np.flip(a, axis), np.flip(b, axis)
+            inputs.append(a)
+            targets.append(b)
+        return np.stack(inputs)[:, None].copy(), np.stack(targets)[:, None].copy()

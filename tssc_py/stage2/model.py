@@ -1,0 +1,215 @@
+"""Stage-2 refinement network: residual tri-directional Mamba blocks in a small 3D U-Net.
+
+One file in the style of mamba.py: a config dataclass, the blocks, the model, size presets.
+The network refines one 3D frame ``(B, 1, X, Y, Z)`` (x, y in-plane, z across slices) and
+returns ``input + correction``; the correction head is zero-initialised, so an untrained
+network is exactly the identity.
+
+Tri-directional block (paper, Fig. 2): the feature volume is flattened in three axis orders,
+x fastest (``xyz``), y fastest (``yzx``) and z fastest (``zxy``); each order is scanned
+forward and backward by its own selective state-space layer, every output is put back in
+voxel order, the three orders are fused by a linear layer and added to the input. Each order
+is built from the block's input tensor itself (not from another order's output), for any
+volume size.
+
+Shape notation: B batch, C channels, X x Y x Z voxels, L = X*Y*Z tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from tssc_py.errors import TsscError
+from tssc_py.stage2.ssm import BACKENDS, Mamba
+
+# Permutations of (B, C, X, Y, Z) whose last spatial axis varies fastest once flattened.
+ORDERS: dict[str, tuple[int, ...]] = {
+    "xyz": (0, 4, 3, 2, 1),  # (B, Z, Y, X, C): x fastest, then y, then z
+    "yzx": (0, 2, 4, 3, 1),  # (B, X, Z, Y, C): y fastest, then z, then x
+    "zxy": (0, 3, 2, 4, 1),  # (B, Y, X, Z, C): z fastest, then x, then y
+}
+
+
+def to_sequence(x: torch.Tensor, order: str) -> torch.Tensor:
+    """(B, C, X, Y, Z) -> (B, L, C) tokens in the given scan order."""
+    perm = ORDERS[order]
+    return x.permute(*perm).reshape(x.shape[0], -1, x.shape[1])
+
+
+def from_sequence(seq: torch.Tensor, order: str, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`to_sequence` for a volume of ``shape`` (B, C, X, Y, Z)."""
+    perm = ORDERS[order]
+    permuted = seq.reshape(*(shape[i] for i in perm))
+    inverse = [perm.index(i) for i in range(5)]
+    return permuted.permute(*inverse)
+
+
+@dataclass
+class RefineConfig:
+    """Architecture of :class:`RefineNet`.
+
+    Attributes:
+        channels: Width after the stem; doubled at each downsampling stage.
+        down: In-plane stride-2 stages before the Mamba blocks (z keeps its resolution: it is
+            the thin axis of thick-slice MRI and the one stage 2 exists to repair).
+        blocks: Residual tri-directional Mamba blocks at the lowest resolution.
+        d_state: State size of each selective state-space layer.
+        d_conv: Causal convolution width inside each layer.
+        expand: Inner width of each layer as a multiple of the block width.
+        backend: ``auto``, ``torch`` or ``mamba_ssm``.
+    """
+
+    channels: int = 32
+    down: int = 2
+    blocks: int = 2
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.channels < 1 or self.down < 0 or self.blocks < 0 or self.d_state < 1:
+            raise TsscError(f"invalid stage-2 config: {self}")
+        if self.backend not in BACKENDS:
+            raise TsscError(f"unknown state-space backend {self.backend!r}; use one of {BACKENDS}")
+
+    @property
+    def multiple(self) -> int:
+        """X and Y must be divisible by this."""
+        return 2**self.down
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON checkpoints."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RefineConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TsscError(f"unknown stage-2 config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+class TriDirectionalBlock(nn.Module):
+    """Residual block of six selective scans: three axis orders, each both ways."""
+
+    def __init__(self, dim: int, config: RefineConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+
+        def layer() -> Mamba:
+            return Mamba(dim, config.d_state, config.d_conv, config.expand, config.backend)
+
+        self.forward_ssm = nn.ModuleDict({o: layer() for o in ORDERS})
+        self.backward_ssm = nn.ModuleDict({o: layer() for o in ORDERS})
+        self.fuse = nn.Linear(len(ORDERS) * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, X, Y, Z) -> (B, C, X, Y, Z)."""
+        outs = []
+        for order in ORDERS:
+            seq = self.norm(to_sequence(x, order))  # (B, L, C), from the block input
+            y = self.forward_ssm[order](seq) + self.backward_ssm[order](seq.flip(1)).flip(1)
+            outs.append(from_sequence(y, order, x.shape))  # (B, C, X, Y, Z)
+        fused = self.fuse(torch.cat(outs, dim=1).movedim(1, -1)).movedim(-1, 1)
+        return x + fused
+
+
+def _conv(c_in: int, c_out: int, stride: tuple[int, int, int] = (1, 1, 1)) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1),
+        nn.GroupNorm(min(8, c_out), c_out),
+        nn.SiLU(),
+    )
+
+
+class RefineNet(nn.Module):
+    """Residual volume refinement: conv encoder, tri-directional Mamba blocks, conv decoder.
+
+    Args:
+        config: Architecture.
+    """
+
+    def __init__(self, config: RefineConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else RefineConfig()
+        cfg = self.config
+        widths = [cfg.channels * 2**i for i in range(cfg.down + 1)]
+        self.stem = _conv(1, widths[0])
+        self.encoder = nn.ModuleList(
+            [_conv(widths[i], widths[i + 1], (2, 2, 1)) for i in range(cfg.down)]
+        )
+        self.blocks = nn.ModuleList(
+            [TriDirectionalBlock(widths[-1], cfg) for _ in range(cfg.blocks)]
+        )
+        self.up = nn.ModuleList(
+            [
+                nn.ConvTranspose3d(widths[i + 1], widths[i], (2, 2, 1), stride=(2, 2, 1))
+                for i in reversed(range(cfg.down))
+            ]
+        )
+        self.decoder = nn.ModuleList(
+            [_conv(2 * widths[i], widths[i]) for i in reversed(range(cfg.down))]
+        )
+        self.head = nn.Conv3d(widths[0], 1, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """Refine (B, 1, X, Y, Z) volumes; X and Y divisible by ``config.multiple``."""
+        if volume.dim() != 5 or volume.shape[1] != 1:
+            raise TsscError(f"expected (B, 1, X, Y, Z) volumes, got {tuple(volume.shape)}")
+        m = self.config.multiple
+        if volume.shape[2] % m or volume.shape[3] % m:
+            raise TsscError(
+                f"in-plane size {volume.shape[2]}x{volume.shape[3]} is not divisible by {m}"
+            )
+        h = self.stem(volume)  # (B, C, X, Y, Z)
+        skips = []
+        for down in self.encoder:
+            skips.append(h)
+            h = down(h)  # (B, 2C, X/2, Y/2, Z)
+        for block in self.blocks:
+            h = block(h)
+        for up, dec in zip(self.up, self.decoder, strict=True):
+            h = dec(torch.cat([up(h), skips.pop()], dim=1))
+        return volume + self.head(h)
+
+
+_PRESET_CONFIGS: dict[str, RefineConfig] = {
+    # 64x64x16 on a CPU: 16x16x16 = 4096 tokens per scan.
+    "tiny": RefineConfig(channels=8, down=2, blocks=1, d_state=8),
+    # 256x256x32 on a GPU: 32x32x32 = 32768 tokens per scan.
+    "base": RefineConfig(channels=24, down=3, blocks=4, d_state=16),
+}
+
+
+def refine_tiny(**overrides: Any) -> RefineNet:
+    """Width 8, 2 downsamplings, 1 block, state 8: tests and CPU recipes at 64x64x16."""
+    return build_refine("tiny", **overrides)
+
+
+def refine_base(**overrides: Any) -> RefineNet:
+    """Width 24, 3 downsamplings, 4 blocks, state 16: the default for 256x256x32 on a GPU."""
+    return build_refine("base", **overrides)
+
+
+PRESETS: dict[str, Callable[..., RefineNet]] = {"tiny": refine_tiny, "base": refine_base}
+
+
+def build_refine(preset: str, **overrides: Any) -> RefineNet:
+    """Build a preset with optional config overrides.
+
+    Raises:
+        TsscError: For an unknown preset or override.
+    """
+    if preset not in _PRESET_CONFIGS:
+        raise TsscError(f"unknown stage-2 preset {preset!r} (known: {', '.join(_PRESET_CONFIGS)})")
+    data = {**_PRESET_CONFIGS[preset].to_dict(), **overrides}
+    return RefineNet(RefineConfig.from_dict(data))

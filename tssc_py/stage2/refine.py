@@ -1,0 +1,205 @@
+"""Stage-2 inference: refine every generated frame of a filled series as a 3D volume.
+
+Known frames are never touched. A frame larger than ``tile`` in-plane is refined in
+overlapping tiles (all slices at once: the cross-slice context is what stage 2 is for) whose
+outputs are blended with a smooth weight that falls towards each tile's border, so no seam
+shows; in-plane sizes that the network cannot take are padded by edge replication and cropped
+back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tssc_py.atomic import check_writable
+from tssc_py.checkpoint import load_checkpoint
+from tssc_py.device import autocast, resolve_device
+from tssc_py.errors import TsscError, about
+from tssc_py.io import read_scan, write_scan
+from tssc_py.prepare import load_record
+from tssc_py.stage2.model import RefineConfig, RefineNet
+from tssc_py.stage2.ssm import resolve_backend
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering ``size`` with tiles of ``tile`` overlapping by >= ``overlap``."""
+    if tile >= size:
+        return [0]
+    stride = max(1, tile - overlap)
+    starts = list(range(0, size - tile, stride))
+    return [*starts, size - tile]
+
+
+def _weight(tile_x: int, tile_y: int, depth: int) -> np.ndarray:
+    """Blending weight of one tile: a raised cosine, never zero, so every voxel is covered."""
+
+    def ramp(n: int) -> np.ndarray:
+        return (0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
+
+    w = np.outer(ramp(tile_x), ramp(tile_y)) + 1e-3
+    return np.repeat(w[:, :, None], depth, axis=2)
+
+
+def refine_volume(
+    net: RefineNet,
+    volume: np.ndarray,
+    tile: int | None = None,
+    overlap: int = 16,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Refine one ``(x, y, z)`` float32 volume.
+
+    Args:
+        net: The refinement network (eval mode).
+        volume: The volume.
+        tile: In-plane tile side (a multiple of ``net.config.multiple``); None: whole frame.
+        overlap: Minimum overlap between neighbouring tiles, in voxels.
+        device: Where to run (default: the network's device).
+
+    Raises:
+        TsscError: If ``tile`` is not a multiple of what the network needs.
+    """
+    if volume.ndim != 3:
+        raise TsscError(f"expected an (x, y, z) volume, got shape {volume.shape}")
+    m = net.config.multiple
+    device = device or next(net.parameters()).device
+    nx, ny, nz = volume.shape
+    px, py = -nx % m, -ny % m
+    padded = np.pad(volume, ((0, px), (0, py), (0, 0)), mode="edge") if px or py else volume
+    sx, sy = padded.shape[:2]
+    if tile is None:
+        tx, ty = sx, sy
+    else:
+        if tile % m or tile < m:
+            raise TsscError(f"tile {tile} must be a positive multiple of {m}")
+        tx, ty = min(tile, sx), min(tile, sy)
+    out = np.zeros(padded.shape, np.float32)
+    total = np.zeros(padded.shape, np.float32)
+    weight = _weight(tx, ty, nz)
+    with torch.no_grad(), autocast(device):
+        for x0 in _starts(sx, tx, overlap):
+            for y0 in _starts(sy, ty, overlap):
+                patch = padded[x0 : x0 + tx, y0 : y0 + ty]
+                inp = torch.from_numpy(np.ascontiguousarray(patch))[None, None].to(device)
+                res = net(inp.float()).float()[0, 0].cpu().numpy()
+                out[x0 : x0 + tx, y0 : y0 + ty] += res * weight
+                total[x0 : x0 + tx, y0 : y0 + ty] += weight
+    return (out / total)[:nx, :ny]
+
+
+def refine_series(
+    net: RefineNet,
+    series: np.ndarray,
+    known: Sequence[int],
+    tile: int | None = None,
+    overlap: int = 16,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Refine every frame of an ``(x, y, z, t)`` series that is not in ``known``."""
+    if series.ndim != 4:
+        raise TsscError(f"expected an (x, y, z, t) series, got shape {series.shape}")
+    out = np.array(series, dtype=np.float32, copy=True)
+    for t in range(series.shape[3]):
+        if t not in set(known):
+            out[..., t] = refine_volume(net, series[..., t], tile, overlap, device)
+    return out
+
+
+def load_refine(
+    path: str | Path, device: str | torch.device = "cpu", backend: str | None = None
+) -> RefineNet:
+    """Rebuild a trained stage-2 network from its checkpoint folder, in eval mode.
+
+    Args:
+        path: ``tssc-train-stage2``'s ``OUT/checkpoint``.
+        device: Where to put the weights.
+        backend: Force a state-space backend (default: the checkpoint's, normally ``auto``).
+
+    Raises:
+        TsscError: If the folder is not a stage-2 checkpoint or its tensors do not fit.
+    """
+    ckpt = load_checkpoint(path, "stage2")
+    with about(ckpt.path):
+        data = dict(ckpt.config.get("refine", {}))
+        if backend is not None:
+            data["backend"] = backend
+        net = RefineNet(RefineConfig.from_dict(data))
+    try:
+        net.load_state_dict(ckpt.tensors("model"))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise TsscError(f"weights do not fit the model config: {first}", ckpt.path) from None
+    return net.to(device).eval()
+
+
+REFINED = "tssc"
+"""Method name of stage 2 applied to the ``diffusion`` method's output (the full TSSC-Net)."""
+REFINES = "diffusion"
+"""The method whose output stage 2 refines."""
+
+
+@dataclass
+class Refiner:
+    """A loaded stage-2 network with its tiling options, ready to refine series."""
+
+    net: RefineNet
+    device: torch.device
+    tile: int | None = None
+    overlap: int = 16
+
+    @property
+    def backend(self) -> str:
+        """The state-space backend that runs."""
+        return resolve_backend(self.net.config.backend, self.device)
+
+    def __call__(self, series: np.ndarray, known: Sequence[int]) -> np.ndarray:
+        """Refine every frame of ``series`` not in ``known``."""
+        return refine_series(self.net, series, known, self.tile, self.overlap, self.device)
+
+
+def load_refiner(
+    checkpoint: str | Path,
+    device: str = "auto",
+    backend: str | None = None,
+    tile: int | None = None,
+    overlap: int = 16,
+) -> Refiner:
+    """Load a stage-2 checkpoint as a :class:`Refiner` (see :func:`load_refine`)."""
+    where = resolve_device(device)
+    return Refiner(load_refine(checkpoint, where, backend), where, tile, overlap)
+
+
+def refine_file(
+    filled: Path,
+    record: Path,
+    checkpoint: Path,
+    out: Path,
+    tile: int | None = None,
+    overlap: int = 16,
+    device: str = "auto",
+    backend: str | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, str]:
+    """Refine the generated frames of a filled prepared-space series and write it to ``out``.
+
+    Returns:
+        ``out`` and the state-space backend that ran.
+    """
+    check_writable(out, overwrite)
+    rec = load_record(record)
+    scan = read_scan(filled)
+    if scan.data.shape[3] != rec.n_frames:
+        raise TsscError(
+            f"has {scan.data.shape[3]} frames, the preparation record {record} expects "
+            f"{rec.n_frames}",
+            filled,
+        )
+    refiner = load_refiner(checkpoint, device, backend, tile, overlap)
+    with about(filled):
+        refined = refiner(scan.data, rec.known_frames)
+    return write_scan(scan.replace(data=refined), out, overwrite), refiner.backend

@@ -1,0 +1,245 @@
+"""Selective state-space layer (Mamba) with two interchangeable scan backends.
+
+The layer follows ``mamba_ssm.Mamba`` (Gu & Dao 2023) parameter for parameter (``in_proj``,
+``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``), so a checkpoint trained
+on a GPU with the fused kernels loads and runs on a CPU, and back. Only the selective scan
+differs between backends:
+
+* ``mamba_ssm``: the fused CUDA kernel ``selective_scan_fn``, wherever ``mamba_ssm`` imports
+  and the tensors are on a GPU;
+* ``torch``: a pure-PyTorch parallel scan (Hillis-Steele doubling: ``ceil(log2 L)`` steps of
+  whole-sequence tensor operations, any length, no padding), everywhere else.
+
+``selective_scan_reference`` is the plain sequential recurrence both are tested against.
+
+Shapes follow ``mamba_ssm``: ``u``, ``delta``, ``z`` are ``(B, D, L)``; ``A`` is ``(D, N)``;
+``B`` and ``C`` are ``(B, N, L)``; ``D`` is ``(D,)``. Recurrence per channel d and state n::
+
+    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t
+    y_t = <C_t, h_t> + D * u_t          (then y_t * silu(z_t) when z is given)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tssc_py.errors import TsscError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "mamba_ssm")
+
+ScanFn = Callable[..., torch.Tensor]
+
+
+def _discretise(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step decay ``exp(delta A)`` and input ``delta B u``, each ``(B, D, L, N)``."""
+    decay = torch.exp(delta.unsqueeze(-1) * A[None, :, None, :])
+    drive = (delta * u).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(1)
+    return decay, drive
+
+
+def _finish(
+    h: torch.Tensor,
+    u: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+) -> torch.Tensor:
+    y = torch.einsum("bdln,bnl->bdl", h, C)
+    if D is not None:
+        y = y + u * D[None, :, None]
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+def _prepare_delta(
+    delta: torch.Tensor, delta_bias: torch.Tensor | None, delta_softplus: bool
+) -> torch.Tensor:
+    if delta_bias is not None:
+        delta = delta + delta_bias[None, :, None]
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """The recurrence one step at a time (slow; the ground truth of the tests)."""
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    decay, drive = _discretise(u, delta, A, B)
+    h = torch.zeros_like(drive[:, :, 0])
+    states = []
+    for t in range(u.shape[-1]):
+        h = decay[:, :, t] * h + drive[:, :, t]
+        states.append(h)
+    return _finish(torch.stack(states, dim=2), u, C, D, z)
+
+
+def parallel_scan(decay: torch.Tensor, drive: torch.Tensor) -> torch.Tensor:
+    """All states ``h_t = decay_t * h_{t-1} + drive_t`` (``h_{-1} = 0``) along dim 2.
+
+    Hillis-Steele doubling: after the step with offset ``d`` each position holds the
+    composition of the last ``2d`` steps, so ``ceil(log2 L)`` steps cover any length.
+    """
+    a, b = decay, drive
+    length = a.shape[2]
+    offset = 1
+    while offset < length:
+        # Compose each step with the one `offset` earlier: (a', b') = (a a_prev, b + a b_prev).
+        head, tail = b[:, :, :offset], b[:, :, offset:]
+        b = torch.cat([head, tail + a[:, :, offset:] * b[:, :, :-offset]], 2)
+        a = torch.cat([a[:, :, :offset], a[:, :, offset:] * a[:, :, :-offset]], 2)
+        offset *= 2
+    return b
+
+
+def selective_scan_torch(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+) -> torch.Tensor:
+    """Pure-PyTorch selective scan with a log-depth parallel scan; same call as mamba_ssm's.
+
+    Runs in float32 whatever the inputs (products of many decays lose too much in bf16).
+    """
+    u, delta, B, C = u.float(), delta.float(), B.float(), C.float()
+    z = None if z is None else z.float()
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    decay, drive = _discretise(u, delta, A, B)
+    return _finish(parallel_scan(decay, drive), u, C, D, z)
+
+
+@cache
+def _mamba_ssm_scan() -> ScanFn | None:
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # any import failure (no CUDA build, no GPU) means "not here"
+        return None
+    return selective_scan_fn
+
+
+def mamba_ssm_available() -> bool:
+    """Whether the fused ``mamba_ssm`` kernels import on this machine."""
+    return _mamba_ssm_scan() is not None
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that will run for ``backend`` on ``device``.
+
+    Raises:
+        TsscError: For an unknown name, or ``mamba_ssm`` where it cannot run.
+    """
+    if backend not in BACKENDS:
+        raise TsscError(f"unknown state-space backend {backend!r}; use one of {BACKENDS}")
+    fused = mamba_ssm_available() and device.type == "cuda"
+    if backend == "mamba_ssm" and not fused:
+        why = "does not import here" if not mamba_ssm_available() else "needs a CUDA device"
+        raise TsscError(f"the mamba_ssm backend was asked for, but mamba_ssm {why}")
+    if backend == "auto":
+        return "mamba_ssm" if fused else "torch"
+    return backend
+
+
+def scan_function(backend: str) -> ScanFn:
+    """The selective-scan function of a resolved backend (``torch`` or ``mamba_ssm``)."""
+    if backend == "mamba_ssm":
+        fn = _mamba_ssm_scan()
+        if fn is None:
+            raise TsscError("mamba_ssm does not import here")
+        return fn
+    return selective_scan_torch
+
+
+class Mamba(nn.Module):
+    """One Mamba layer over ``(B, L, d_model)`` sequences, with mamba_ssm's parameters.
+
+    Args:
+        d_model: Token width.
+        d_state: State size N per channel.
+        d_conv: Depthwise causal convolution width.
+        expand: Inner width as a multiple of ``d_model``.
+        backend: ``auto``, ``torch`` or ``mamba_ssm`` (resolved on each call's device).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise TsscError(f"unknown state-space backend {backend!r}; use one of {BACKENDS}")
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16)
+        self.backend = backend
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1
+        )
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        # mamba_ssm's initialisation: S4D-real A, D = 1, dt spread log-uniformly in
+        # [1e-3, 1e-1] through the bias of dt_proj (inverse softplus).
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        dt_std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -dt_std, dt_std)
+        dt = torch.exp(
+            torch.rand(self.d_inner) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)
+        ).clamp(min=1e-4)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_model) -> (B, L, d_model)."""
+        length = x.shape[1]
+        xz = self.in_proj(x).transpose(1, 2)  # (B, 2*D, L)
+        u, z = xz.chunk(2, dim=1)  # each (B, D, L)
+        u = F.silu(self.conv1d(u)[..., :length])  # causal: drop the right padding
+        x_dbl = self.x_proj(u.transpose(1, 2))  # (B, L, R + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # (B, D, L), bias added in scan
+        backend = resolve_backend(self.backend, x.device)
+        scan = scan_function(backend)
+        y = scan(
+            u.contiguous(),
+            delta.contiguous(),
+            -torch.exp(self.A_log.float()),
+            B.transpose(1, 2).contiguous(),
+            C.transpose(1, 2).contiguous(),
+            self.D.float(),
+            z=z.contiguous(),
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )  # (B, D, L)
+        return self.out_proj(y.transpose(1, 2))

@@ -1,0 +1,241 @@
+"""Training loop of stage 2 (``tssc-train-stage2``).
+
+Pairs of stage-1 volumes and their truth (see :mod:`tssc_py.stage2.data`), random in-plane
+crops with flips, Adam with a linear decay to zero (the paper's schedule), the loss of
+:mod:`tssc_py.stage2.losses` with each term logged, validation on held-out subjects (PSNR,
+SSIM and the cross-slice error of the refined frames next to those of stage 1 alone),
+checkpoints as safetensors + JSON with exact ``--resume`` (:class:`tssc_py.training.Run`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tssc_py.device import autocast, resolve_device
+from tssc_py.errors import TsscError
+from tssc_py.metrics import psnr, ssim, through_plane_error
+from tssc_py.prepare import load_record, record_path
+from tssc_py.stage1.data import prepared_images
+from tssc_py.stage2.data import (
+    CropSampler,
+    Pair,
+    generate_stage1,
+    load_pairs,
+    outputs_folder,
+)
+from tssc_py.stage2.losses import LossConfig, refine_loss
+from tssc_py.stage2.model import RefineConfig, RefineNet, build_refine
+from tssc_py.stage2.refine import refine_volume
+from tssc_py.stage2.ssm import resolve_backend
+from tssc_py.training import Run, RunOptions, hold_out
+
+log = logging.getLogger(__name__)
+
+KIND = "stage2"
+LOG_COLUMNS = (
+    "step",
+    "seconds",
+    "loss",
+    "mse",
+    "wavelet",
+    "tv",
+    "lr",
+    "val_psnr",
+    "val_ssim",
+    "val_through_plane",
+    "val_stage1_psnr",
+    "val_stage1_ssim",
+    "val_stage1_through_plane",
+)
+
+
+@dataclass
+class TrainConfig(RunOptions):
+    """Options of one stage-2 run (besides :class:`~tssc_py.training.RunOptions`).
+
+    Attributes:
+        preset: Network size preset (``tiny``, ``base``).
+        channels: Override of the preset's width.
+        blocks: Override of the preset's number of tri-directional blocks.
+        backend: State-space backend (``auto``, ``torch``, ``mamba_ssm``).
+        crop: In-plane crop side of the training samples.
+        w_mse: MSE weight.
+        w_wavelet: Wavelet weight.
+        w_tv: Total-variation weight.
+        wavelet: Wavelet of the wavelet term.
+        level: Wavelet levels.
+    """
+
+    batch_size: int = 4
+    preset: str = "tiny"
+    channels: int | None = None
+    blocks: int | None = None
+    backend: str = "auto"
+    crop: int = 64
+    w_mse: float = 1.0
+    w_wavelet: float = 1.0
+    w_tv: float = 1.0
+    wavelet: str = "haar"
+    level: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.crop < 1:
+            raise TsscError(f"crop must be at least 1, got {self.crop}")
+
+    def refine_config(self) -> RefineConfig:
+        """The network's config: the preset with the given overrides."""
+        overrides = {"backend": self.backend}
+        if self.channels is not None:
+            overrides["channels"] = self.channels
+        if self.blocks is not None:
+            overrides["blocks"] = self.blocks
+        return build_refine(self.preset, **overrides).config
+
+    def loss_config(self) -> LossConfig:
+        """The loss weights and wavelet."""
+        return LossConfig(self.w_mse, self.w_wavelet, self.w_tv, self.wavelet, self.level)
+
+
+def evaluate(net: RefineNet, pairs: list[Pair], device: torch.device) -> dict[str, float]:
+    """Scores of refined and of stage-1 frames of held-out subjects (means over frames)."""
+    net.eval()
+    scores: dict[str, list[float]] = {}
+    for pair in pairs:
+        for made, truth in zip(pair.generated, pair.truth, strict=True):
+            refined = refine_volume(net, made, device=device)
+            for prefix, volume in (("val", refined), ("val_stage1", made)):
+                scores.setdefault(f"{prefix}_psnr", []).append(psnr(volume, truth))
+                scores.setdefault(f"{prefix}_ssim", []).append(ssim(volume, truth, "2d"))
+                scores.setdefault(f"{prefix}_through_plane", []).append(
+                    through_plane_error(volume, truth)
+                )
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def train(
+    inputs: list[str | Path],
+    out: Path,
+    config: TrainConfig,
+    stage1: Path | None = None,
+    stage1_outputs: Path | None = None,
+    stage1_options: dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Train stage 2 on prepared subjects and their stage-1 outputs.
+
+    Args:
+        inputs: Prepared images or folders of them (evaluate mode).
+        out: Run folder: ``checkpoint/``, ``log.csv`` and ``stage1_outputs/`` (made here).
+        config: Training options (on resume, the saved ones are used except ``steps``).
+        stage1: Stage-1 checkpoint to generate the inputs with.
+        stage1_outputs: Folder of existing stage-1 outputs instead (``SUBJECT.nii[.gz]``).
+        stage1_options: Further options of the diffusion method (``steps``, ``seed``...).
+        resume: Continue from ``out/checkpoint``.
+        overwrite: Start afresh even if ``out`` holds an earlier run.
+        show_progress: Draw a progress bar.
+
+    Returns:
+        The checkpoint folder.
+
+    Raises:
+        TsscError: For bad inputs or a checkpoint that does not fit.
+    """
+    if (stage1 is None) == (stage1_outputs is None):
+        raise TsscError("give either a stage-1 checkpoint or a folder of stage-1 outputs")
+    run = Run(out, KIND, LOG_COLUMNS, resume, overwrite)
+    if resume:
+        config = TrainConfig(**{**run.saved_train_options, "steps": config.steps})
+    images = prepared_images(inputs)
+    subjects = sorted(load_record(record_path(p)).subject for p in images)
+    run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")
+    if stage1 is not None:
+        options = {**(stage1_options or {}), "checkpoint": stage1}
+        generated = generate_stage1(images, run.out / "stage1_outputs", options)
+    else:
+        generated = outputs_folder(Path(stage1_outputs), subjects)
+    pairs = load_pairs(images, generated)
+    train_pairs, val_pairs = hold_out(pairs, config.val_subjects, lambda p: p.subject)
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    net = RefineNet(config.refine_config()).to(device)
+    backend = resolve_backend(config.backend, device)
+    log.info("stage 2 state-space backend: %s", backend)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    modules = {"model": net}
+    step = first_step = run.restore(modules, optimizer, gen, rng, device)
+    loss_config = config.loss_config()
+    saved_config = {
+        "refine": net.config.to_dict(),
+        "loss": loss_config.to_dict(),
+        "train": asdict(config),
+        "subjects": subjects,
+        "prepare": load_record(record_path(images[0])).config,
+    }
+    sampler = CropSampler(train_pairs, config.crop)
+    start = time.monotonic() - run.elapsed
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        desc="tssc-train-stage2",
+        unit="step",
+        disable=not show_progress,
+        postfix={"backend": backend},
+    )
+    terms: list[dict[str, float]] = []
+    while step < config.steps:
+        net.train()
+        lr = config.lr * (1.0 - step / config.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        xb, yb = sampler.batch(rng, config.batch_size)
+        x, y = torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
+        with autocast(device):
+            pred = net(x)
+        loss, parts = refine_loss(pred, y, loss_config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        terms.append({"loss": float(loss.detach()), **parts})
+        bar.update()
+        bar.set_postfix(loss=f"{np.mean([t['loss'] for t in terms]):.4f}", backend=backend)
+        validate, checkpoint, logged = run.due(step, config, bool(val_pairs))
+        if logged:
+            row: dict[str, Any] = {
+                "step": step,
+                "seconds": round(time.monotonic() - start, 1),
+                "lr": lr,
+                **{k: float(np.mean([t[k] for t in terms])) for k in terms[0]},
+            }
+            if validate:
+                scores = evaluate(net, val_pairs, device)
+                row.update(scores)
+                bar.write(
+                    f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
+                    f"(stage 1 {scores['val_stage1_psnr']:.2f}), cross-slice error "
+                    f"{scores['val_through_plane']:.4f} (stage 1 "
+                    f"{scores['val_stage1_through_plane']:.4f})"
+                )
+            run.log(row)
+            terms = []
+        if checkpoint:
+            run.save(saved_config, modules, optimizer, gen, rng, step)
+    bar.close()
+    message = run.nothing_to_do(first_step, config)
+    if message:
+        bar.write(message)
+    return run.checkpoint

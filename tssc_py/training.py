@@ -1,0 +1,236 @@
+"""What every training command shares: the run folder, its CSV log and exact resume.
+
+A run folder holds ``checkpoint/`` (the latest state, see :mod:`tssc_py.checkpoint`) and
+``log.csv``. A checkpoint stores, besides the weights, everything the next step depends on:
+optimizer moments, the step, the torch generator (noise) and the NumPy generator (data
+order), so that a resumed run computes exactly what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from tssc_py.atomic import atomic_path
+from tssc_py.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_state,
+    save_checkpoint,
+)
+from tssc_py.errors import TsscError
+
+T = TypeVar("T")
+
+LOG_EVERY = 50
+"""Steps between log rows (besides the rows at validations and checkpoints)."""
+
+
+@dataclass
+class RunOptions:
+    """Options every training command has; field names are the CLI option names.
+
+    Attributes:
+        steps: Optimizer steps in total (a resumed run may raise it).
+        batch_size: Samples per step.
+        lr: Peak learning rate.
+        val_subjects: Subjects held out for validation (the last in name order).
+        val_every: Steps between validations (0: at the end only).
+        checkpoint_every: Steps between checkpoints (the last step is always saved).
+        seed: Seed of the initial weights, the data order and the noise.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-3
+    val_subjects: int = 1
+    val_every: int = 500
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise TsscError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("val_subjects", "val_every", "checkpoint_every", "seed"):
+            if getattr(self, name) < 0:
+                raise TsscError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr < 0:
+            raise TsscError(f"lr must be >= 0, got {self.lr}")
+
+
+def hold_out(items: Sequence[T], count: int, name: Callable[[T], str]) -> tuple[list[T], list[T]]:
+    """Split subjects into training and validation: the last ``count`` in name order.
+
+    Name order makes the split the same on every run and every resume.
+
+    Raises:
+        TsscError: If no subject would be left for training.
+    """
+    if count >= len(items):
+        raise TsscError(
+            f"{len(items)} subject(s) leave none for training after holding out "
+            f"{count} for validation (lower --val-subjects)"
+        )
+    ordered = sorted(items, key=name)
+    cut = len(ordered) - count
+    return ordered[:cut], ordered[cut:]
+
+
+class Run:
+    """A training run folder.
+
+    Args:
+        out: The folder (created on the first save).
+        kind: Checkpoint kind (``stage1``, ``stage2``...).
+        columns: Columns of ``log.csv``; the first must be ``step``.
+        resume: Open the saved checkpoint to continue from it.
+        overwrite: Allow starting afresh over an earlier run.
+
+    Raises:
+        TsscError: If resuming without a resumable checkpoint, or starting over an earlier
+            run without ``overwrite``.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        kind: str,
+        columns: Sequence[str],
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        self.out = Path(out)
+        self.kind = kind
+        self.columns = tuple(columns)
+        self.checkpoint = self.out / "checkpoint"
+        self.log_path = self.out / "log.csv"
+        self.rows: list[dict[str, Any]] = []
+        self.saved: Checkpoint | None = None
+        if resume:
+            self.saved = load_checkpoint(self.checkpoint, kind)
+            if "train" not in self.saved.config or not self.saved.has("training"):
+                raise TsscError("has no training state to resume from", self.checkpoint)
+        elif not overwrite and (self.checkpoint.exists() or self.log_path.exists()):
+            raise TsscError(
+                "holds an earlier run (use --resume to continue or --overwrite)", self.out
+            )
+
+    @property
+    def saved_train_options(self) -> dict[str, Any]:
+        """The training options stored with the checkpoint being resumed (empty if none)."""
+        return dict(self.saved.config["train"]) if self.saved is not None else {}
+
+    def check_saved(self, key: str, value: Any, problem: str) -> None:
+        """Refuse to resume when the saved config's ``key`` differs from ``value``.
+
+        Raises:
+            TsscError: Naming the checkpoint and ``problem``.
+        """
+        if self.saved is not None and self.saved.config.get(key) != value:
+            raise TsscError(problem, self.checkpoint)
+
+    def restore(
+        self,
+        modules: Mapping[str, nn.Module],
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        rng: np.random.Generator,
+        device: torch.device,
+    ) -> int:
+        """Load the saved state into the given objects; return the step (0 when fresh)."""
+        if self.saved is None:
+            return 0
+        for name, module in modules.items():
+            module.load_state_dict(self.saved.tensors(name, device))
+        state = self.saved.json("training")
+        tensors = self.saved.tensors("training")
+        load_optimizer_state(optimizer, tensors, state["optimizer"])
+        generator.set_state(tensors["torch_generator"])
+        rng.bit_generator.state = state["numpy_generator"]
+        step = int(state["step"])
+        self.rows = self._read_log(step)
+        return step
+
+    def due(self, step: int, options: RunOptions, can_validate: bool) -> tuple[bool, bool, bool]:
+        """What happens after ``step``: (validate, checkpoint, log a row).
+
+        The last step always validates (when there is a validation set) and saves; every
+        checkpoint gets a log row, so that a resumed run logs exactly the rows of an
+        uninterrupted one (each row's loss is the mean since the previous row).
+        """
+        last = step == options.steps
+        validate = can_validate and (
+            last or (options.val_every > 0 and step % options.val_every == 0)
+        )
+        checkpoint = last or (options.checkpoint_every > 0 and step % options.checkpoint_every == 0)
+        return validate, checkpoint, validate or checkpoint or step % LOG_EVERY == 0
+
+    @staticmethod
+    def nothing_to_do(first_step: int, options: RunOptions) -> str | None:
+        """The message for a resumed run that was already at its last step."""
+        if first_step >= options.steps:
+            return f"already at step {first_step}; raise --steps to train longer"
+        return None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds logged so far (carried over by a resumed run)."""
+        return float(self.rows[-1]["seconds"]) if self.rows else 0.0
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """Keep one log row (written with the next checkpoint)."""
+        unknown = set(row) - set(self.columns)
+        if unknown:
+            raise ValueError(f"unknown log columns {sorted(unknown)}")
+        self.rows.append(dict(row))
+
+    def save(
+        self,
+        config: Mapping[str, Any],
+        modules: Mapping[str, nn.Module],
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        rng: np.random.Generator,
+        step: int,
+    ) -> None:
+        """Write the checkpoint (atomically replacing the previous one) and the log."""
+        opt_tensors, opt_meta = optimizer_state(optimizer)
+        save_checkpoint(
+            self.checkpoint,
+            {"kind": self.kind, **config, "step": step},
+            {
+                **{name: module.state_dict() for name, module in modules.items()},
+                "training": {**opt_tensors, "torch_generator": generator.get_state()},
+            },
+            {
+                "training": {
+                    "step": step,
+                    "optimizer": opt_meta,
+                    "numpy_generator": rng.bit_generator.state,
+                }
+            },
+        )
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        with atomic_path(self.log_path, overwrite=True) as tmp:
+            tmp.write_text(text.getvalue())
+
+    def _read_log(self, up_to: int) -> list[dict[str, str]]:
+        if not self.log_path.is_file():
+            return []
+        with self.log_path.open(newline="") as handle:
+            return [row for row in csv.DictReader(handle) if int(row["step"]) <= up_to]
