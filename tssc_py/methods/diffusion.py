@@ -83,8 +83,5 @@ class Diffusion(Method):
                 with autocast(self.device):
                     y = self.stage1.sample(x, k, self.steps, self.eta, gen, samples=self.samples)
                 out[rows, start:stop] = y.float().cpu().numpy()
-        idle = np.setdiff1d(np.arange(len(stack)), active)
-        if len(idle):
-            # Nothing to move: the blend of empty known frames is empty.
-            out[idle] = 0.0
+        # Slices outside `active` keep their zeros: the blend of empty known frames is empty.
         return out

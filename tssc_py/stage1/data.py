@@ -79,7 +79,8 @@ def load_series(image: Path) -> Series:
             f"has {data.shape[3]} frames, its record {len(record.prepared_frames)}", image
         )
     stacks = np.ascontiguousarray(data.transpose(2, 3, 0, 1), dtype=np.float32)  # z, t, x, y
-    keep = stacks.reshape(len(stacks), -1).max(axis=1) > stacks.reshape(len(stacks), -1).min(axis=1)
+    flat = stacks.reshape(len(stacks), -1)
+    keep = flat.max(axis=1) > flat.min(axis=1)
     return Series(record.subject, image, stacks[keep], record.config)
 
 

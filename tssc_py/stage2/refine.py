@@ -104,8 +104,9 @@ def refine_series(
     if series.ndim != 4:
         raise TsscError(f"expected an (x, y, z, t) series, got shape {series.shape}")
     out = np.array(series, dtype=np.float32, copy=True)
+    known_set = set(known)
     for t in range(series.shape[3]):
-        if t not in set(known):
+        if t not in known_set:
             out[..., t] = refine_volume(net, series[..., t], tile, overlap, device)
     return out
 
