@@ -9,7 +9,7 @@ DEMO := demo_out
 # pytest workers: the test suite is CPU-bound and the machines have 2 cores.
 JOBS ?= 2
 
-.PHONY: install test lint demo benchmark stage1-cpu clean
+.PHONY: install test lint demo benchmark stage1-cpu stage2-cpu baselines-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,13 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -n $(JOBS) tests
 
-# The demo first trains a small stage-1 model on its own training subjects (other seeds than
-# the scored ones; a few minutes on 2 cores), then runs every method on each kind.
+# The demo trains small models on its own training subjects (other seeds than the scored ones):
+# stage 1, stage 2 on stage 1's outputs, and the three learned registration baselines; then it
+# runs every method on a cardiac and a knee cohort and writes one report of both.
 DEMO_STEPS ?= 400
+DEMO_STAGE2_STEPS ?= 200
+DEMO_BASELINE_STEPS ?= 150
+DEMO_METHODS := linear,nearest,demons,voxelmorph,transmorph,uvinet,diffusion
 demo: $(STAMP)
 	for kind in cardiac knee; do \
 	  $(VENV)/bin/tssc-synth --kind $$kind --subjects 4 --size 64 --depth 16 --frames 12 \
@@ -41,23 +45,47 @@ demo: $(STAMP)
 	$(VENV)/bin/tssc-train-stage1 --data $(DEMO)/train/prepared --out $(DEMO)/stage1 --overwrite \
 	  --patch-size 8 --hidden 128 --depth 4 --heads 4 --steps $(DEMO_STEPS) --val-every 0 \
 	  --checkpoint-every 100 --endpoint-fraction 0.75
+	$(VENV)/bin/tssc-train-stage2 --data $(DEMO)/train/prepared --stage1 $(DEMO)/stage1/checkpoint \
+	  --out $(DEMO)/stage2 --overwrite --crop 32 --w-tv 0 --steps $(DEMO_STAGE2_STEPS) \
+	  --val-subjects 0 --checkpoint-every 100
+	for model in voxelmorph transmorph uvinet; do \
+	  $(VENV)/bin/tssc-train-baseline --data $(DEMO)/train/prepared --model $$model \
+	    --out $(DEMO)/$$model --overwrite --steps $(DEMO_BASELINE_STEPS) --val-every 0 \
+	    --checkpoint-every 100 || exit 1; \
+	done
 	for kind in cardiac knee; do \
 	  $(VENV)/bin/tssc-synth --kind $$kind --subjects 4 --size 64 --depth 16 --frames 12 \
 	    --out $(DEMO)/$$kind/cohort --overwrite && \
 	  $(VENV)/bin/tssc-run --input $(DEMO)/$$kind/cohort/samplesheet.csv --out $(DEMO)/$$kind/run \
-	    --methods linear,nearest,diffusion --checkpoint $(DEMO)/stage1/checkpoint \
-	    --size 64 --depth 16 --overwrite || exit 1; \
-	  echo "== $$kind: $(DEMO)/$$kind/run/report/summary.csv"; \
-	  cat $(DEMO)/$$kind/run/report/summary.csv; \
+	    --methods $(DEMO_METHODS) --checkpoint $(DEMO)/stage1/checkpoint \
+	    --checkpoint $(DEMO)/voxelmorph/checkpoint --checkpoint $(DEMO)/transmorph/checkpoint \
+	    --checkpoint $(DEMO)/uvinet/checkpoint --refine-checkpoint $(DEMO)/stage2/checkpoint \
+	    --size 64 --depth 16 --dataset $$kind --overwrite || exit 1; \
 	done
+	$(VENV)/bin/tssc-report --dataset cardiac=$(DEMO)/cardiac/run --dataset knee=$(DEMO)/knee/run \
+	  --out $(DEMO)/report --overwrite
+	@echo "== $(DEMO)/report/comparison.csv (figures and report.html in $(DEMO)/report/)"
+	@cat $(DEMO)/report/comparison.csv
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/io.py
+	$(PY) benchmarks/stage2.py
 
 # The stage-1 CPU recipe (about 45 minutes on 2 cores): trains a model in stage1_cpu/stage1 and
 # scores it against linear on held-out synthetic subjects. Resume with ARGS=--resume.
 stage1-cpu: $(STAMP)
 	$(PY) benchmarks/stage1.py --out stage1_cpu $(ARGS)
 
+# The stage-2 CPU recipe (after stage1-cpu): trains stage 2 on the stage-1 model's outputs in
+# stage2_cpu/stage2 and scores full TSSC against stage 1 alone. Resume with ARGS=--resume.
+stage2-cpu: $(STAMP)
+	$(PY) benchmarks/stage2_recipe.py --stage1-run stage1_cpu --out stage2_cpu $(ARGS)
+
+# The registration baselines on the CPU (about 35 minutes on one thread): trains voxelmorph,
+# transmorph and uvinet in baselines_cpu/ and scores them and demons against linear on
+# held-out synthetic subjects. Resume with ARGS=--resume.
+baselines-cpu: $(STAMP)
+	$(PY) benchmarks/baselines.py --out baselines_cpu $(ARGS)
+
 clean:
-	rm -rf $(DEMO) stage1_cpu .pytest_cache .ruff_cache
+	rm -rf $(DEMO) stage1_cpu stage2_cpu baselines_cpu .pytest_cache .ruff_cache

@@ -136,3 +136,40 @@ def checkpoint(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """A stage-1 checkpoint trained for a few steps on ``prepared``."""
     out = tmp_path_factory.mktemp("stage1run")
     return train([prepared], out, tiny_train_config(), show_progress=False)
+
+
+# --- registration baselines: a briefly trained checkpoint of each learned model ------------
+
+
+def tiny_baseline_config(model: str, **changes: object):
+    """A baseline run small enough for tests (a few steps, the narrowest networks)."""
+    from tssc_py.baselines.train import TrainConfig
+
+    base = {
+        "model": model,
+        "features": {"transmorph": 12}.get(model, 4),
+        "steps": 4,
+        "batch_size": 2,
+        "frames": 6,
+        "val_sequences": 2,
+        "val_every": 2,
+        "checkpoint_every": 2,
+    }
+    return TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="session")
+def baseline_checkpoints(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``{model: checkpoint}`` for every learned baseline, trained a few steps on ``prepared``."""
+    from tssc_py.baselines import MODELS
+    from tssc_py.baselines.train import train as train_baseline
+
+    return {
+        model: train_baseline(
+            [prepared],
+            tmp_path_factory.mktemp(model),
+            tiny_baseline_config(model),
+            show_progress=False,
+        )
+        for model in MODELS
+    }

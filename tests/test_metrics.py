@@ -85,13 +85,31 @@ def _series(shape: tuple[int, int, int, int], seed: int = 0) -> tuple[np.ndarray
 def test_score_series_excludes_known_frames_in_order() -> None:
     pred, truth = _series((16, 16, 12, 6))
     table = metrics.score_series(pred, truth, known_frames=[5, 0, 3])
-    assert list(table.columns) == ["frame", "mae", "psnr", "ssim"]
+    assert list(table.columns) == ["frame", "mae", "psnr", "ssim", "cross_slice"]
     assert table["frame"].tolist() == [1, 2, 4]
     for row in table.itertuples():
         p, t = pred[..., row.frame], truth[..., row.frame]
         assert row.mae == metrics.mae(p, t)
         assert row.psnr == metrics.psnr(p, t)
         assert row.ssim == metrics.ssim(p, t)
+        assert row.cross_slice == metrics.cross_slice_error(p, t)
+
+
+def test_cross_slice_error_known_answer() -> None:
+    """A constant through-plane gradient of 0.01 against a flat truth gives exactly 0.01."""
+    shape = (16, 16, 12, 3)
+    truth = np.full(shape, 0.5)
+    ramp = 0.2 + 0.01 * np.arange(shape[2])  # a constant through-plane gradient
+    pred = np.broadcast_to(ramp[None, None, :, None], shape).copy()
+    pred[..., [0, 2]] = truth[..., [0, 2]]
+    table = metrics.score_series(pred, truth, known_frames=[0, 2], ssim_mode="2d")
+    assert table["cross_slice"].item() == pytest.approx(0.01, rel=1e-12)
+    assert table["mae"].item() == pytest.approx(np.mean(np.abs(ramp - 0.5)))
+    # A constant offset changes no gradient: consistent across slices, however wrong.
+    assert metrics.cross_slice_error(truth[..., 0] + 0.3, truth[..., 0]) == 0.0
+    # One slice has no neighbour: the error is undefined (NaN), the other metrics are not.
+    flat = metrics.score_series(pred[:, :, :1], truth[:, :, :1], [0, 2], ssim_mode="2d")
+    assert math.isnan(flat["cross_slice"].item()) and np.isfinite(flat["psnr"].item())
 
 
 def test_score_series_errors() -> None:
@@ -141,16 +159,17 @@ def test_evaluate_files_writes_both_tables(case: dict[str, Path]) -> None:
     assert frames_path == case["out"] / "sub01.linear.frames.csv"
     assert metrics_path == case["out"] / "sub01.linear.metrics.csv"
     frames = pd.read_csv(frames_path, dtype={"subject": str})
-    assert list(frames.columns) == ["subject", "method", "frame", "mae", "psnr", "ssim"]
+    columns = ["mae", "psnr", "ssim", "cross_slice"]
+    assert list(frames.columns) == ["subject", "method", "frame", *columns]
     assert frames["frame"].tolist() == [1, 2, 3]
     assert set(frames["subject"]) == {"sub01"} and set(frames["method"]) == {"linear"}
     pred = nib.load(case["prediction"]).get_fdata()
     truth = nib.load(case["truth"]).get_fdata()
     assert frames["psnr"].iloc[0] == pytest.approx(metrics.psnr(pred[..., 1], truth[..., 1]))
     means = pd.read_csv(metrics_path)
-    assert list(means.columns) == ["subject", "method", "frames", "mae", "psnr", "ssim"]
+    assert list(means.columns) == ["subject", "method", "frames", *columns]
     assert len(means) == 1 and means["frames"].iloc[0] == 3
-    for m in ("mae", "psnr", "ssim"):
+    for m in columns:
         assert means[m].iloc[0] == pytest.approx(frames[m].mean(), rel=1e-12)
 
     before = frames_path.read_bytes()

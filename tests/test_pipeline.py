@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import blob_series, write_nifti
 from tssc_py.errors import TsscError
 from tssc_py.io import read_scan
+from tssc_py.metrics import METRICS
 from tssc_py.pipeline import run_cohort
 from tssc_py.prepare import PrepareConfig
 
@@ -45,6 +46,21 @@ def test_evaluate_run_writes_everything(tmp_path: Path, cohort: Path) -> None:
     frames = pd.read_csv(out / "report" / "frames.csv")
     assert sorted(frames["frame"].unique()) == [1, 2, 3, 4]
     assert (out / "report" / "psnr_per_frame.png").stat().st_size > 1000
+    # The report's numbers are the means (population std) of the per-subject CSVs.
+    subjects = pd.concat(pd.read_csv(p) for p in sorted((out / "metrics").glob("*.metrics.csv")))
+    for method, table in subjects.groupby("method"):
+        for m in METRICS:
+            assert summary.loc[method, f"{m}_mean"] == pytest.approx(table[m].mean(), rel=1e-9)
+            assert summary.loc[method, f"{m}_std"] == pytest.approx(np.std(table[m]), rel=1e-6)
+    # One dataset, named after the samplesheet's folder; figures of the first subject, whose
+    # model-space results alone are kept.
+    assert set(summary["dataset"]) == {"in"}
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "filled").rglob("*.*")) == [
+        "filled/linear/s0.nii.gz",
+        "filled/nearest/s0.nii.gz",
+    ]
+    for name in ("comparison.csv", "examples.in.png", "errors.in.png", "report.html"):
+        assert (out / "report" / name).is_file()
 
 
 def test_upsample_run_has_no_scores(tmp_path: Path) -> None:
@@ -65,3 +81,9 @@ def test_run_refuses_unknown_methods_and_full_folders(tmp_path: Path, cohort: Pa
     (tmp_path / "run" / "x").write_text("")
     with pytest.raises(TsscError, match="not empty"):
         run_cohort(str(cohort), tmp_path / "run", ["linear"], show_progress=False)
+    # Report options are checked before the work, not after it.
+    with pytest.raises(TsscError, match="figure subject 'x' is not in the input"):
+        run_cohort(str(cohort), tmp_path / "r2", ["linear"], figure_subject="x")
+    with pytest.raises(TsscError, match="dataset label 'a b'"):
+        run_cohort(str(cohort), tmp_path / "r2", ["linear"], dataset="a b")
+    assert not (tmp_path / "r2").exists()

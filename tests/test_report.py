@@ -2,34 +2,47 @@
 
 from __future__ import annotations
 
+import base64
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.image import imread
 
+from tests.conftest import assert_one_line_error, blob_series, run_cli
 from tssc_py import report
+from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError
+from tssc_py.io import Scan, read_scan, write_scan
+from tssc_py.metrics import METRICS, write_subject_metrics
+from tssc_py.prepare import PrepareConfig, prepare_scan, save_record
 
-REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# Per-frame scores with round numbers: subject means are easy to check by hand.
+# Per-frame scores (frame, mae, psnr, ssim, cross_slice) with round numbers: subject means
+# (in the comments) are easy to check by hand.
 ROWS = {
-    ("001", "linear"): [(1, 0.010, 30.0, 0.90), (2, 0.020, 32.0, 0.80)],  # 0.015, 31, 0.85
-    ("002", "linear"): [(1, 0.030, 36.0, 0.70), (2, 0.050, 38.0, 0.90)],  # 0.040, 37, 0.80
-    ("001", "tssc"): [(1, 0.004, 40.0, 0.95), (2, 0.006, 42.0, 0.97)],  # 0.005, 41, 0.96
-    ("002", "tssc"): [(1, 0.002, 44.0, 0.99), (2, 0.004, 46.0, 0.97)],  # 0.003, 45, 0.98
+    ("001", "linear"): [(1, 0.010, 30.0, 0.90, 0.004), (2, 0.020, 32.0, 0.80, 0.006)],
+    # 0.015, 31, 0.85, 0.005
+    ("002", "linear"): [(1, 0.030, 36.0, 0.70, 0.010), (2, 0.050, 38.0, 0.90, 0.012)],
+    # 0.040, 37, 0.80, 0.011
+    ("001", "diffusion"): [(1, 0.008, 34.0, 0.92, 0.006), (2, 0.010, 36.0, 0.94, 0.008)],
+    # 0.009, 35, 0.93, 0.007
+    ("002", "diffusion"): [(1, 0.006, 38.0, 0.96, 0.004), (2, 0.008, 40.0, 0.96, 0.006)],
+    # 0.007, 39, 0.96, 0.005
+    ("001", "tssc"): [(1, 0.004, 40.0, 0.95, 0.002), (2, 0.006, 42.0, 0.97, 0.002)],
+    # 0.005, 41, 0.96, 0.002
+    ("002", "tssc"): [(1, 0.002, 44.0, 0.99, 0.001), (2, 0.004, 46.0, 0.97, 0.003)],
+    # 0.003, 45, 0.98, 0.002
 }
+COLUMNS = ["frame", *METRICS]
 
 
 def _write(directory: Path, subject: str, method: str, rows: list[tuple]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame(rows, columns=["frame", "mae", "psnr", "ssim"])
+    table = pd.DataFrame(rows, columns=COLUMNS)
     table.insert(0, "method", method)
     table.insert(0, "subject", subject)
     path = directory / f"{subject}.{method}.frames.csv"
@@ -39,67 +52,137 @@ def _write(directory: Path, subject: str, method: str, rows: list[tuple]) -> Pat
 
 @pytest.fixture()
 def scores(tmp_path: Path) -> Path:
-    """A directory tree of per-frame CSVs (one sub-directory per method)."""
-    root = tmp_path / "metrics"
+    """The per-frame CSVs of the dataset ``knee`` (one sub-directory per method)."""
+    root = tmp_path / "knee"
     for (subject, method), rows in ROWS.items():
         _write(root / method, subject, method, rows)
     return root
 
 
+@pytest.fixture()
+def cardiac(tmp_path: Path) -> Path:
+    """A second dataset, ``linear`` only, whose subject ids repeat the knee ones."""
+    root = tmp_path / "cardiac"
+    _write(root, "001", "linear", [(1, 0.02, 28.0, 0.8, 0.01), (2, 0.04, 26.0, 0.6, 0.03)])
+    return root
+
+
 def test_gather_reads_directories_recursively(scores: Path) -> None:
     frames = report.gather([scores])
-    assert list(frames.columns) == ["subject", "method", "frame", "mae", "psnr", "ssim"]
-    assert len(frames) == 8
+    assert list(frames.columns) == ["subject", "method", "frame", *METRICS]
+    assert len(frames) == 12
     assert set(frames["subject"]) == {"001", "002"}  # ids stay text: no "1"
     assert frames["frame"].dtype == np.int64
     # Naming a file again (directly and through its directory) reads it once.
     again = report.gather([scores, scores / "tssc" / "001.tssc.frames.csv"])
-    assert len(again) == 8
+    assert len(again) == 12
 
 
-def test_summarise_known_numbers(scores: Path) -> None:
-    cohort, summary = report.summarise(report.gather([scores]))
-    assert list(cohort.columns) == ["subject", "method", "frames", "mae", "psnr", "ssim"]
-    rows = {(r.subject, r.method): r for r in cohort.itertuples()}
-    assert rows["001", "linear"].frames == 2
-    assert rows["001", "linear"].mae == pytest.approx(0.015)
-    assert rows["002", "linear"].psnr == pytest.approx(37.0)
-    assert rows["002", "tssc"].ssim == pytest.approx(0.98)
+def test_datasets_and_labels(scores: Path, cardiac: Path, tmp_path: Path) -> None:
+    # Paths without a label form one dataset named after the folder holding them all.
+    assert report.datasets_of([scores / "linear", scores / "tssc"]) == {
+        "knee": [scores / "linear", scores / "tssc"]
+    }
+    assert report.folder_label([scores / "tssc" / "001.tssc.frames.csv"]) == "tssc"
+    grouped = report.datasets_of([scores], [("heart", cardiac), ("heart", cardiac / "x")])
+    assert grouped == {"knee": [scores], "heart": [cardiac, cardiac / "x"]}
+    with pytest.raises(TsscError, match=r"dataset label 'a b' has characters other than"):
+        report.datasets_of([], [("a b", scores)])
+    (tmp_path / "my scans (2)").mkdir()
+    assert report.folder_label([tmp_path / "my scans (2)"]) == "my_scans_2_"
+    assert report.folder_label([Path("/")]) == "dataset"
+    with pytest.raises(TsscError, match="no metrics files given"):
+        report.datasets_of()
+    # The same subject id in two datasets is no duplicate.
+    frames = report.gather_datasets(report.datasets_of([scores], [("cardiac", cardiac)]))
+    assert list(frames.columns) == ["dataset", "subject", "method", "frame", *METRICS]
+    assert frames.groupby("dataset").size().to_dict() == {"cardiac": 2, "knee": 12}
+
+
+def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) -> None:
+    frames = report.gather_datasets({"knee": [scores], "cardiac": [cardiac]})
+    cohort, summary = report.summarise(frames)
+    assert list(cohort.columns) == ["dataset", "subject", "method", "frames", *METRICS]
+    rows = {(r.dataset, r.subject, r.method): r for r in cohort.itertuples()}
+    assert rows["knee", "001", "linear"].frames == 2
+    assert rows["knee", "001", "linear"].mae == pytest.approx(0.015)
+    assert rows["knee", "002", "linear"].psnr == pytest.approx(37.0)
+    assert rows["knee", "002", "tssc"].ssim == pytest.approx(0.98)
+    assert rows["knee", "002", "linear"].cross_slice == pytest.approx(0.011)
+    assert rows["cardiac", "001", "linear"].psnr == pytest.approx(27.0)
 
     assert list(summary.columns) == [
-        "method", "subjects", "mae_mean", "mae_std", "psnr_mean", "psnr_std",
-        "ssim_mean", "ssim_std", "MAE", "PSNR", "SSIM",
+        "dataset", "method", "subjects", "mae_mean", "mae_std", "psnr_mean", "psnr_std",
+        "ssim_mean", "ssim_std", "cross_slice_mean", "cross_slice_std",
     ]  # fmt: skip
-    assert summary["method"].tolist() == ["linear", "tssc"]  # first-seen order
-    linear, tssc = (summary.iloc[i] for i in range(2))
-    assert linear["subjects"] == 2
-    # Mean and population std (ddof=0) of the subject means.
+    assert list(zip(summary["dataset"], summary["method"], strict=True)) == [
+        ("knee", "diffusion"),
+        ("knee", "linear"),
+        ("knee", "tssc"),
+        ("cardiac", "linear"),
+    ]  # fmt: skip  (first-seen order: the knee folders are read sorted)
+    # The numbers are the mean and population std (ddof=0) of the per-subject table.
+    for row in summary.itertuples():
+        table = cohort[(cohort["dataset"] == row.dataset) & (cohort["method"] == row.method)]
+        assert row.subjects == len(table)
+        for m in METRICS:
+            assert getattr(row, f"{m}_mean") == pytest.approx(table[m].mean(), rel=1e-12)
+            assert getattr(row, f"{m}_std") == pytest.approx(np.std(table[m]), abs=1e-15)
+    linear = summary.set_index(["dataset", "method"]).loc["knee", "linear"]
     assert linear["mae_mean"] == pytest.approx(0.0275)
     assert linear["mae_std"] == pytest.approx(0.0125)
     assert linear["psnr_mean"] == pytest.approx(34.0)
     assert linear["psnr_std"] == pytest.approx(3.0)
-    assert linear["ssim_mean"] == pytest.approx(0.825)
-    assert linear["ssim_std"] == pytest.approx(0.025)
-    assert tssc["psnr_mean"] == pytest.approx(43.0)
-    assert tssc["psnr_std"] == pytest.approx(2.0)
-    assert linear["PSNR"] == "34.000 ± 3.000"
-    assert tssc["MAE"] == "0.004 ± 0.001"
-    assert tssc["SSIM"] == "0.970 ± 0.010"
+    assert linear["cross_slice_mean"] == pytest.approx(0.008)
+    assert linear["cross_slice_std"] == pytest.approx(0.003)
+
+    table = report.comparison(summary)
+    assert list(table.columns) == [
+        "dataset", "method", "subjects", "MAE", "PSNR", "SSIM", "CROSS_SLICE",
+    ]  # fmt: skip
+    assert len(table) == 4  # one row per dataset and method
+    text = table.set_index(["dataset", "method"])
+    assert text.loc[("knee", "linear"), "PSNR"] == "34.00 ± 3.00"
+    assert text.loc[("knee", "tssc"), "MAE"] == "0.0040 ± 0.0010"
+    assert text.loc[("knee", "tssc"), "SSIM"] == "0.9700 ± 0.0100"
+    assert text.loc[("knee", "linear"), "CROSS_SLICE"] == "0.0080 ± 0.0030"
+    assert text.loc[("cardiac", "linear"), "PSNR"] == "27.00 ± 0.00"
+
+    ablation = report.ablation(cohort).set_index("metric")
+    assert set(ablation["dataset"]) == {"knee"}  # cardiac lacks both methods
+    assert list(ablation.index) == list(METRICS)
+    psnr = ablation.loc["psnr"]
+    assert (psnr["diffusion_mean"], psnr["diffusion_std"]) == pytest.approx((37.0, 2.0))
+    assert (psnr["tssc_mean"], psnr["tssc_std"]) == pytest.approx((43.0, 2.0))
+    assert (psnr["difference_mean"], psnr["difference_std"]) == pytest.approx((6.0, 0.0))
+    cross = ablation.loc["cross_slice"]  # per subject: 0.002 - 0.007, 0.002 - 0.005
+    assert (cross["difference_mean"], cross["difference_std"]) == pytest.approx((-0.004, 0.001))
+    # Lower MAE and cross-slice error, higher PSNR and SSIM: tssc is better on all four.
+    assert ablation["better"].tolist() == ["tssc"] * 4
+    worse = cohort.assign(mae=np.where(cohort["method"] == "tssc", 1.0, cohort["mae"]))
+    assert report.ablation(worse).set_index("metric").loc["mae", "better"] == "diffusion"
+    assert report.ablation(cohort[cohort["method"] != "tssc"]).empty
 
 
-def test_infinite_psnr_is_kept(tmp_path: Path) -> None:
-    path = _write(tmp_path, "s1", "copy", [(1, 0.0, math.inf, 1.0), (2, 0.01, 40.0, 0.9)])
-    _write(tmp_path, "s2", "copy", [(1, 0.011, 30.0, 0.9)])
-    frames = report.gather([tmp_path])
+def test_infinite_psnr_and_empty_cross_slice(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "d", "s1", "copy", [(1, 0.0, math.inf, 1.0, 0.0), (2, 0.01, 40.0, 0.9, 0.0)]
+    )
+    # A single-slice volume: no cross-slice error (an empty cell), still a valid table.
+    _write(tmp_path / "d", "s2", "copy", [(1, 0.011, 30.0, 0.9, math.nan)])
+    frames = report.gather_datasets({"d": [tmp_path / "d"]})
     assert frames.loc[frames["frame"].eq(1) & frames["subject"].eq("s1"), "psnr"].item() == math.inf
     cohort, summary = report.summarise(frames)
     assert cohort["psnr"].tolist() == [math.inf, 30.0]
     assert summary["psnr_mean"].item() == math.inf
     assert math.isnan(summary["psnr_std"].item())
-    assert summary["PSNR"].item() == "inf"
-    assert summary["MAE"].item() == "0.008 ± 0.003"
-    report.plot_psnr_per_frame(frames, tmp_path / "plot.png")
-    assert (tmp_path / "plot.png").read_bytes().startswith(PNG_MAGIC)
+    assert math.isnan(summary["cross_slice_mean"].item())
+    text = report.comparison(summary)
+    assert text["PSNR"].item() == "inf"
+    assert text["MAE"].item() == "0.0080 ± 0.0030"
+    assert text["CROSS_SLICE"].item() == "nan"
+    png = report._png(report.plot_psnr_per_frame(frames))
+    assert png.startswith(PNG_MAGIC)
     assert path.is_file()
 
 
@@ -113,7 +196,7 @@ def test_gather_errors(tmp_path: Path, scores: Path) -> None:
     pd.DataFrame({"subject": ["a"], "method": ["m"], "frame": [1], "mae": [0.1]}).to_csv(
         bad, index=False
     )
-    with pytest.raises(TsscError, match=r"missing column\(s\) psnr, ssim") as err:
+    with pytest.raises(TsscError, match=r"missing column\(s\) psnr, ssim, cross_slice") as err:
         report.gather([bad])
     assert err.value.path == bad
 
@@ -128,9 +211,16 @@ def test_gather_errors(tmp_path: Path, scores: Path) -> None:
     with pytest.raises(TsscError, match="not a per-frame metrics CSV"):
         report.gather([empty])
 
+    header = "subject,method,frame,mae,psnr,ssim,cross_slice\n"
     text = tmp_path / "text.frames.csv"
-    text.write_text("subject,method,frame,mae,psnr,ssim\na,m,1,0.1,high,0.9\n")
+    text.write_text(header + "a,m,1,0.1,high,0.9,0.01\n")
     with pytest.raises(TsscError, match=r"non-numeric .* psnr"):
+        report.gather([text])
+    text.write_text(header + "a,m,1,0.1,30,0.9,low\n")
+    with pytest.raises(TsscError, match=r"non-numeric .* cross_slice"):
+        report.gather([text])
+    text.write_text(header + "a,m,1,,30,0.9,0.01\n")
+    with pytest.raises(TsscError, match=r"non-numeric or empty values in column\(s\) mae"):
         report.gather([text])
 
     with pytest.raises(TsscError, match="no metrics files"):
@@ -142,45 +232,131 @@ def test_gather_errors(tmp_path: Path, scores: Path) -> None:
         report.gather([tmp_path / "missing.frames.csv"])
 
 
-def test_write_report(scores: Path, tmp_path: Path) -> None:
-    out = tmp_path / "report"
-    written = report.write_report([scores], out)
-    assert [p.name for p in written] == [
-        "frames.csv", "cohort.csv", "summary.csv", "psnr_per_frame.png",
+@pytest.fixture()
+def run(tmp_path: Path) -> Path:
+    """A tssc-run-like folder of two subjects: truth, records, filled series and metrics."""
+    root = tmp_path / "runs" / "blobs"
+    config = PrepareConfig(frames=10, size=16, depth=4)
+    rng = np.random.default_rng(0)
+    for i, subject in enumerate(("s1", "s0")):
+        prepared, record = prepare_scan(Scan(blob_series((16, 16, 4, 10), seed=i), np.eye(4)),
+                                        config, subject)  # fmt: skip
+        with outputs() as group:
+            write_scan(prepared, root / report.PREPARED / f"{subject}.nii.gz", group=group)
+            save_record(record, group.path(root / report.PREPARED / f"{subject}.json"))
+            for method, noise in (("nearest", 0.2), ("linear", 0.05)):
+                filled = prepared.data.copy()
+                predicted = record.predicted_frames
+                filled[..., predicted] += noise * rng.standard_normal(filled[..., predicted].shape)
+                target = root / report.FILLED / method / f"{subject}.nii.gz"
+                write_scan(prepared.replace(data=filled), target, group=group)
+                write_subject_metrics(
+                    filled, prepared.data, record, method, root / "metrics", "2d", group
+                )
+    return root
+
+
+def test_load_example(run: Path) -> None:
+    example = report.load_example(run, "blobs", ["linear", "nearest"])
+    assert example is not None
+    assert example.subject == "s0"  # the first, sorted
+    assert example.slice == 2
+    # Six of the predicted frames 1..8, evenly spaced and including both ends.
+    assert example.frames == [1, 2, 4, 5, 7, 8]
+    assert list(example.predictions) == ["linear", "nearest"]
+    assert example.truth.shape == (16, 16, 6)
+    truth = read_scan(run / report.PREPARED / "s0.nii.gz").data
+    np.testing.assert_array_equal(example.truth, truth[:, :, 2, example.frames])
+    assert report.load_example(run, "blobs", ["nearest"], "s1").subject == "s1"
+    assert list(report.load_example(run, "blobs", ["nearest"]).predictions) == [
+        "nearest", "linear",
     ]  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
-    assert len(pd.read_csv(written[0])) == 8
-    assert len(pd.read_csv(written[1])) == 4
-    summary = pd.read_csv(written[2])
-    assert summary["PSNR"].tolist() == ["34.000 ± 3.000", "43.000 ± 2.000"]
-    png = written[3].read_bytes()
-    assert png.startswith(PNG_MAGIC) and len(png) > 5000
+    assert report.load_example(run / "metrics", "blobs", []) is None
 
-    before = written[0].read_bytes()
-    with pytest.raises(TsscError, match="output exists"):
-        report.write_report([scores], out)
-    assert written[0].read_bytes() == before
-    assert report.write_report([scores], out, overwrite=True) == written
-    # The report's frames.csv does not match *.frames.csv: gathering its parent is unchanged.
-    assert len(report.gather([tmp_path])) == 8
+    with pytest.raises(TsscError, match="no filled series of subject 'x'"):
+        report.load_example(run, "blobs", [], "x")
+    short = read_scan(run / report.PREPARED / "s0.nii.gz")
+    bad = run / report.FILLED / "linear" / "s0.nii.gz"
+    write_scan(short.replace(data=short.data[..., :3]), bad, overwrite=True)
+    with pytest.raises(TsscError, match="has shape") as err:
+        report.load_example(run, "blobs", [])
+    assert err.value.path == bad
 
 
-def test_cli(scores: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    script = str(REPO / "bin" / "tssc-report")
+def test_write_report(scores: Path, run: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    done = subprocess.run(
-        [sys.executable, script, "--out", str(out), str(scores / "linear"), str(scores / "tssc")],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "summary.csv" in done.stdout
+    written = report.write_report(out, [scores], [("blobs", run)])
+    names = [p.name for p in written]
+    assert names == [
+        "comparison.csv", "ablation.csv", "summary.csv", "cohort.csv", "frames.csv",
+        "psnr_per_frame.png", "examples.blobs.png", "errors.blobs.png", "report.html",
+    ]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert len(comparison) == 5  # knee x 3 methods, blobs x 2
+    assert len(pd.read_csv(out / "frames.csv")) == 12 + 2 * 2 * 8
+    # The run's per-subject CSVs (tssc-metrics') against the report's numbers.
+    subjects = pd.concat(pd.read_csv(p) for p in sorted((run / "metrics").glob("*.metrics.csv")))
+    summary = pd.read_csv(out / "summary.csv").set_index(["dataset", "method"])
+    for method, table in subjects.groupby("method"):
+        for m in METRICS:
+            mean, std = summary.loc[("blobs", method), [f"{m}_mean", f"{m}_std"]]
+            assert mean == pytest.approx(table[m].mean(), rel=1e-9)
+            assert std == pytest.approx(np.std(table[m], ddof=0), rel=1e-6)
+    assert pd.read_csv(out / "ablation.csv")["dataset"].unique().tolist() == ["knee"]
+
+    for name in names:
+        if name.endswith(".png"):
+            image = imread(out / name)  # decodes: a valid PNG
+            assert image.ndim == 3 and min(image.shape[:2]) > 200
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "http" not in page and "<script" not in page and "<link" not in page
+    assert page.count("<table") == 5
+    for name in names[:5]:
+        assert f"({name})</h2>" in page
+    for name in names[5:8]:
+        assert base64.b64encode((out / name).read_bytes()).decode("ascii") in page
+    assert "34.00 ± 3.00" in page and "PSNR ↑" in page and "CROSS_SLICE ↓" in page
+
+    before = (out / "frames.csv").read_bytes()
+    with pytest.raises(TsscError, match="output exists"):
+        report.write_report(out, [scores])
+    assert (out / "frames.csv").read_bytes() == before
+    assert report.write_report(out, [scores], [("blobs", run)], overwrite=True) == written
+    # The report's frames.csv does not match *.frames.csv: gathering its parent is unchanged.
+    assert len(report.gather([tmp_path])) == 12 + 32
+
+
+def test_no_ablation_without_both_methods(scores: Path, tmp_path: Path) -> None:
+    written = report.write_report(tmp_path / "r", [scores / "linear", scores / "diffusion"])
+    assert "ablation.csv" not in [p.name for p in written]
+    assert pd.read_csv(tmp_path / "r" / "comparison.csv")["dataset"].tolist() == ["knee"] * 2
+    assert "(ablation.csv)" not in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_cli(scores: Path, cardiac: Path, run: Path, tmp_path: Path) -> None:
+    # The old form: metrics paths only, one dataset named after their folder.
+    out = tmp_path / "report"
+    done = run_cli("tssc-report", "--out", out, scores / "linear", scores / "tssc")
+    assert "comparison.csv" in done.stdout
+    assert pd.read_csv(out / "comparison.csv")["dataset"].unique().tolist() == ["knee"]
     assert (out / "psnr_per_frame.png").read_bytes().startswith(PNG_MAGIC)
 
-    done = subprocess.run(
-        [sys.executable, script, "--out", str(tmp_path / "again"), str(scores), str(scores / "x")],
-        capture_output=True, text=True, env=env, timeout=120,
+    both = tmp_path / "both"
+    run_cli(
+        "tssc-report", "--out", both, "--dataset", f"knee={scores}",
+        "--dataset", f"cardiac={cardiac}", "--dataset", f"blobs={run}", "--figure-subject", "s1",
     )  # fmt: skip
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [f"Error: {scores / 'x'}: no such file or directory"]
+    comparison = pd.read_csv(both / "comparison.csv")
+    assert comparison.groupby("dataset", sort=False).size().to_dict() == {
+        "knee": 3, "cardiac": 1, "blobs": 2,
+    }  # fmt: skip
+    assert (both / "examples.blobs.png").is_file() and (both / "ablation.csv").is_file()
+
+    done = run_cli("tssc-report", "--out", tmp_path / "again", scores, scores / "x", check=False)
+    assert_one_line_error(done, f"Error: {scores / 'x'}: no such file or directory")
+    done = run_cli("tssc-report", "--out", tmp_path / "again", "--dataset", "knee", check=False)
+    assert done.returncode != 0 and "'knee' is not NAME=PATH" in done.stderr
+    done = run_cli("tssc-report", "--out", tmp_path / "again", check=False)
+    assert_one_line_error(done, "no metrics files given")
     assert not (tmp_path / "again").exists()

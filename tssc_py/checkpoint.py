@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from tssc_py import __version__
 from tssc_py.errors import TsscError
@@ -60,6 +61,18 @@ class Checkpoint:
             return load_file(str(path), device=str(device))
         except (SafetensorError, OSError, ValueError) as exc:
             raise TsscError(f"cannot read tensors: {exc}", path) from None
+
+    def load_into(self, module: nn.Module, name: str) -> None:
+        """Load the tensor group ``name`` into ``module``'s weights.
+
+        Raises:
+            TsscError: If the group cannot be read or does not fit the module.
+        """
+        try:
+            module.load_state_dict(self.tensors(name))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise TsscError(f"weights do not fit the model config: {first}", self.path) from None
 
     def json(self, name: str) -> dict[str, Any]:
         """Load ``name``.json.

@@ -152,12 +152,14 @@ ssim_option = click.option(
 )
 
 
-diffusion_options = compose(
+model_options = compose(
     click.option(
         "--checkpoint",
         type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="diffusion: trained stage-1 model (the checkpoint/ folder of tssc-train-stage1).",
+        multiple=True,
+        help="Trained model of a learned method: a checkpoint/ folder of tssc-train-stage1 "
+        "(diffusion) or of tssc-train-baseline (voxelmorph, transmorph, uvinet). Repeat for "
+        "several methods: each takes the one of its kind (recorded in its config.json).",
     ),
     click.option(
         "--steps",
@@ -182,13 +184,13 @@ diffusion_options = compose(
         "--device",
         type=click.Choice(DEVICES),
         default=None,
-        help="diffusion: where the model runs. [default: auto]",
+        help="Learned methods: where the model runs. [default: auto]",
     ),
     click.option(
         "--batch-size",
         type=click.IntRange(min=1),
         default=None,
-        help="diffusion: slice sequences sampled together. [default: 16]",
+        help="Learned methods: slice sequences processed together. [default: 16]",
     ),
     click.option(
         "--samples",
@@ -204,7 +206,7 @@ diffusion_options = compose(
         help="diffusion: the EMA weights or the raw ones. [default: ema]",
     ),
 )
-"""Options of the stage-1 diffusion method (None: the method's default)."""
+"""Options of the methods that run a trained model (None: the method's default)."""
 
 METHOD_OPTIONS = (
     "checkpoint",

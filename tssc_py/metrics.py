@@ -11,6 +11,10 @@ The metrics follow UVI-Net's evaluation and agree with scikit-image to rounding 
   covariances, averaged over the voxels whose window lies inside the volume. ``"3d"`` computes
   it on the whole volume with a 3D window (every side must be at least 11 voxels); ``"2d"`` is
   the mean over z-slices of the 2D SSIM of each slice.
+* Cross-slice error (``cross_slice``): mean absolute difference between the predicted and the
+  true through-plane gradients (:func:`cross_slice_error`); NaN for a single-slice volume.
+
+MAE and the cross-slice error are better lower, PSNR and SSIM higher (:data:`LOWER_IS_BETTER`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ if TYPE_CHECKING:
 SSIM_MODES = ("3d", "2d")
 WIN_SIZE = 11
 WIN_SIGMA = 1.5
-METRICS = ("mae", "psnr", "ssim")
+METRICS = ("mae", "psnr", "ssim", "cross_slice")
+LOWER_IS_BETTER = frozenset({"mae", "cross_slice"})
+"""The metrics of :data:`METRICS` that are better lower; the others are better higher."""
 FRAME_COLUMNS = ("subject", "method", "frame", *METRICS)
 SUMMARY_COLUMNS = ("subject", "method", "frames", *METRICS)
 
@@ -64,7 +70,7 @@ def psnr(pred: np.ndarray, truth: np.ndarray, data_range: float = 1.0) -> float:
     return float(10.0 * np.log10(data_range**2 / mse))
 
 
-def through_plane_error(pred: np.ndarray, truth: np.ndarray) -> float:
+def cross_slice_error(pred: np.ndarray, truth: np.ndarray) -> float:
     """Cross-slice consistency error of an ``(x, y, z)`` volume.
 
     The mean absolute difference between the predicted and the true through-plane gradients
@@ -131,6 +137,33 @@ def ssim(pred: np.ndarray, truth: np.ndarray, mode: str = "3d") -> float:
     return float(value)
 
 
+def versus_linear(pred: np.ndarray, blend: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Validation scores of predicted frames next to those of the linear blend.
+
+    Args:
+        pred: Predicted frames ``(sequences, frames, x, y)``.
+        blend: The linear blend of the same frames.
+        truth: The true frames.
+
+    Returns:
+        ``val_psnr``, ``val_ssim``, ``val_linear_psnr``, ``val_linear_ssim``: PSNR over all
+        frames and the mean 2D SSIM of every (sequence, frame) image.
+    """
+
+    def as_volume(v: np.ndarray) -> np.ndarray:
+        return v.reshape(-1, *v.shape[2:]).transpose(1, 2, 0)  # each image one 2D slice
+
+    def ssim_of(a: np.ndarray) -> float:
+        return ssim(as_volume(a), as_volume(truth), "2d")
+
+    return {
+        "val_psnr": psnr(pred, truth),
+        "val_ssim": ssim_of(pred),
+        "val_linear_psnr": psnr(blend, truth),
+        "val_linear_ssim": ssim_of(blend),
+    }
+
+
 def _window(ndim: int, channels: int) -> torch.Tensor:
     """The 1D Gaussian window in the layout pytorch_msssim expects, in float64.
 
@@ -175,7 +208,8 @@ def score_series(
         ssim_mode: ``"3d"`` or ``"2d"`` (see :func:`ssim`).
 
     Returns:
-        Columns ``frame, mae, psnr, ssim``, one row per predicted frame, in frame order.
+        Columns ``frame, mae, psnr, ssim, cross_slice``, one row per predicted frame, in frame
+        order; ``cross_slice`` is NaN when the volume has a single slice.
 
     Raises:
         TsscError: on a shape mismatch, known frames out of range, nothing to score, or a volume
@@ -194,7 +228,9 @@ def score_series(
         if t in known:
             continue
         pred, true = prediction[..., t], truth[..., t]
-        rows.append((t, mae(pred, true), psnr(pred, true), ssim(pred, true, ssim_mode)))
+        # A single slice has no neighbour to be consistent with: undefined, not zero.
+        cross = cross_slice_error(pred, true) if pred.shape[2] > 1 else math.nan
+        rows.append((t, mae(pred, true), psnr(pred, true), ssim(pred, true, ssim_mode), cross))
     table = pd.DataFrame(rows, columns=["frame", *METRICS])
     return table.astype({"frame": "int64", **dict.fromkeys(METRICS, "float64")})
 
@@ -220,9 +256,10 @@ def evaluate_files(
         overwrite: Replace existing outputs.
 
     Returns:
-        ``out/{subject}.{method}.frames.csv`` (``subject, method, frame, mae, psnr, ssim``) and
-        ``out/{subject}.{method}.metrics.csv`` (one row: ``subject, method, frames, mae, psnr,
-        ssim``, the number of scored frames and the means over them).
+        ``out/{subject}.{method}.frames.csv`` (``subject, method, frame, mae, psnr, ssim,
+        cross_slice``) and ``out/{subject}.{method}.metrics.csv`` (one row: ``subject, method,
+        frames, mae, psnr, ssim, cross_slice``, the number of scored frames and the means over
+        them).
 
     Raises:
         TsscError: for an upsample-mode record, mismatched shapes, known frames that do not fit

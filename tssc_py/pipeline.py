@@ -7,8 +7,10 @@ Output layout under ``out``::
     prepared/SUBJECT.nii.gz, prepared/SUBJECT.json    model-space volume and its record
     METHOD/SUBJECT.<scan suffix>                      result in the scan's own geometry
                                                       (tssc/: diffusion refined by stage 2)
+    filled/METHOD/SUBJECT.nii.gz                      model-space result of the figure
+                                                      subject (evaluate mode only)
     metrics/SUBJECT.METHOD.frames.csv, .metrics.csv   evaluate mode only
-    report/frames.csv, cohort.csv, summary.csv, psnr_per_frame.png
+    report/                                           tables, figures, report.html
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from tssc_py.io import read_scan, scan_suffix, write_scan
 from tssc_py.methods import Method, fill_chunk, get_method
 from tssc_py.metrics import write_subject_metrics
 from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record
-from tssc_py.report import write_report
+from tssc_py.report import FILLED, PREPARED, check_label, folder_label, write_report
 from tssc_py.samplesheet import Subject, read_inputs
 from tssc_py.slices import assemble_chunks, split_volume
-from tssc_py.stage2.refine import REFINED, REFINES, Refiner, load_refiner
+from tssc_py.stage2 import REFINED, REFINES
+from tssc_py.stage2.refine import Refiner, load_refiner
 
 
 def _subject_config(config: PrepareConfig, subject: Subject) -> PrepareConfig:
@@ -51,11 +54,13 @@ def run_subject(
     overwrite: bool = False,
     progress: tqdm | None = None,
     refiner: Refiner | None = None,
+    keep_filled: bool = False,
 ) -> list[Path]:
     """Run every method (ready instances) on one subject; outputs appear all or none.
 
     With a ``refiner``, the ``diffusion`` output is also refined by stage 2 and written as
-    the method ``tssc``.
+    the method ``tssc``. With ``keep_filled`` (evaluate mode), the model-space results are
+    kept as ``filled/METHOD/SUBJECT.nii.gz`` for the report's example figures.
     """
     scan = read_scan(subject.scan)
     with about(subject.scan):
@@ -66,9 +71,9 @@ def run_subject(
     written = []
     with outputs(overwrite) as group:
         written.append(
-            write_scan(prepared, out / "prepared" / f"{subject.subject}.nii.gz", group=group)
+            write_scan(prepared, out / PREPARED / f"{subject.subject}.nii.gz", group=group)
         )
-        written.append(out / "prepared" / f"{subject.subject}.json")
+        written.append(out / PREPARED / f"{subject.subject}.json")
         save_record(record, group.path(written[-1]))
         for runner in runners:
             if progress is not None:
@@ -88,6 +93,9 @@ def run_subject(
                     written += write_subject_metrics(
                         volume, prepared.data, record, name, out / "metrics", ssim_mode, group
                     )
+                if keep_filled and record.mode == "evaluate":
+                    target = out / FILLED / name / f"{subject.subject}.nii.gz"
+                    written.append(write_scan(prepared.replace(data=volume), target, group=group))
             if progress is not None:
                 progress.update()
     return written
@@ -104,6 +112,8 @@ def run_cohort(
     show_progress: bool = True,
     method_options: Mapping[str, object] | None = None,
     refine_options: Mapping[str, object] | None = None,
+    dataset: str | None = None,
+    figure_subject: str | None = None,
 ) -> list[Path]:
     """Prepare, interpolate, restore and score every subject, then write the report.
 
@@ -121,6 +131,9 @@ def run_cohort(
             ``checkpoint``, ``tile``, ``overlap``, ``backend``; the device is the methods'):
             refine the ``diffusion`` output, reported as the method ``tssc`` next to
             ``diffusion`` (stage 1 alone, the paper's ablation). None: no stage 2.
+        dataset: The cohort's label in the report (default: the name of the folder holding
+            ``inputs``).
+        figure_subject: The subject of the report's example figures (default: the first).
 
     Returns:
         Every file written.
@@ -139,6 +152,13 @@ def run_cohort(
     # Built once: a trained model loads here, not once per subject.
     runners = [get_method(name, **method_options) for name in methods]
     subjects = read_inputs(inputs)
+    if config.mode == "evaluate":
+        # Checked now, not after hours of work.
+        dataset = check_label(dataset or folder_label([Path(inputs)]))
+    if figure_subject is None:
+        figure_subject = subjects[0].subject
+    elif figure_subject not in {s.subject for s in subjects}:
+        raise TsscError(f"figure subject {figure_subject!r} is not in the input", inputs)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise TsscError("output folder is not empty (use --overwrite to replace outputs)", out)
@@ -153,8 +173,22 @@ def run_cohort(
             progress.write(f"stage 2 state-space backend: {refiner.backend}")
         for subject in subjects:
             written += run_subject(
-                subject, out, runners, config, chunk_size, ssim_mode, overwrite, progress, refiner
+                subject,
+                out,
+                runners,
+                config,
+                chunk_size,
+                ssim_mode,
+                overwrite,
+                progress,
+                refiner,
+                keep_filled=subject.subject == figure_subject,
             )
     if config.mode == "evaluate":
-        written += write_report([out / "metrics"], out / "report", overwrite)
+        written += write_report(
+            out / "report",
+            datasets=[(dataset, out)],
+            figure_subject=figure_subject,
+            overwrite=overwrite,
+        )
     return written

@@ -1,21 +1,34 @@
-"""Cohort report: gather per-frame scores, summarise them per method, plot PSNR per frame.
+"""Cohort report: tables per frame, subject and method, comparison and ablation, figures, HTML.
 
-Inputs are the ``{subject}.{method}.frames.csv`` tables written by
-:func:`tssc_py.metrics.evaluate_files`. The report's own ``frames.csv`` does not match the
-``*.frames.csv`` pattern, so a report written inside a searched directory is not read back.
+Inputs are datasets, each a label and files or folders holding the ``{subject}.{method}
+.frames.csv`` tables of :func:`tssc_py.metrics.evaluate_files` (folders searched recursively).
+The report's own ``frames.csv`` does not match the ``*.frames.csv`` pattern, so a report written
+inside a searched folder is not read back.
 
 Averaging: a subject's score is the mean over its scored frames; a method's score is the mean
-and population standard deviation (ddof=0) over subjects, as in the paper's Table 1.
+and population standard deviation (ddof=0) over subjects, as in the paper's Table 1. MAE and
+the cross-slice error are better lower, PSNR and SSIM higher.
 
 Infinite PSNR (a frame predicted exactly) is kept, not dropped or clipped: it makes the
 subject's mean PSNR and the method's ``psnr_mean`` infinite, ``psnr_std`` NaN and the ``PSNR``
 text ``inf``, so a perfect (usually copied) frame is visible rather than silently averaged.
 The plot leaves such frames out, since they cannot be drawn.
+
+A dataset folder laid out as a ``tssc-run`` output (``prepared/SUBJECT.nii.gz`` and
+``prepared/SUBJECT.json``, ``filled/METHOD/SUBJECT.nii.gz``: the filled series in model space)
+also gives the example figures of one subject: the truth and every method at six evenly spaced
+predicted frames of the mid slice, and the absolute error maps of the same frames.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
+import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +38,54 @@ from matplotlib.ticker import MaxNLocator
 
 from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError
-from tssc_py.metrics import FRAME_COLUMNS, METRICS, SUMMARY_COLUMNS
+from tssc_py.io import default_subject, read_scan
+from tssc_py.metrics import FRAME_COLUMNS, LOWER_IS_BETTER, METRICS, SUMMARY_COLUMNS
+from tssc_py.prepare import load_record
+from tssc_py.samplesheet import SUBJECT_ID
+from tssc_py.stage2 import REFINED, REFINES
 
 PATTERN = "*.frames.csv"
+PREPARED = "prepared"
+"""Folder of a run holding each subject's prepared truth and its record."""
+FILLED = "filled"
+"""Folder of a run holding ``METHOD/SUBJECT.nii.gz``, filled series in model space."""
+EXAMPLE_FRAMES = 6
 SUMMARY_TABLE_COLUMNS = (
+    "dataset",
     "method",
     "subjects",
     *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
-    "MAE",
-    "PSNR",
-    "SSIM",
 )
+COMPARISON_COLUMNS = ("dataset", "method", "subjects", *(m.upper() for m in METRICS))
+DECIMALS = {"mae": 4, "psnr": 2, "ssim": 4, "cross_slice": 4}
+"""Decimals of each metric in the comparison texts (the errors are in hundredths)."""
+ABLATION_COLUMNS = (
+    "dataset",
+    "metric",
+    "subjects",
+    *(f"{name}_{s}" for name in (REFINES, REFINED, "difference") for s in ("mean", "std")),
+    "better",
+)
+
+
+def folder_label(paths: Sequence[Path]) -> str:
+    """The name of the deepest folder holding every path (a folder holds itself).
+
+    Characters a label may not have (see :func:`check_label`) become ``_``; a folder without
+    a usable name (the file system root) gives ``dataset``.
+    """
+    folders = [p if p.is_dir() else p.parent for p in (Path(p).absolute() for p in paths)]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(os.path.commonpath(folders)).name)
+    return name if name.strip(".") else "dataset"
+
+
+def check_label(label: str) -> str:
+    """Return ``label`` if it is a safe dataset label (it names files), else raise TsscError."""
+    if not SUBJECT_ID.fullmatch(label) or label in (".", ".."):
+        raise TsscError(
+            f"dataset label {label!r} has characters other than letters, digits, '.', '_', '-'"
+        )
+    return label
 
 
 def _csv_files(paths: Sequence[Path]) -> list[Path]:
@@ -78,7 +128,12 @@ def _read_frames(path: Path) -> pd.DataFrame:
     if table[["subject", "method", "frame"]].isna().any().any():
         raise TsscError("has rows with an empty subject, method or frame", path)
     numeric = table[["frame", *METRICS]].apply(pd.to_numeric, errors="coerce")
-    bad = [c for c in numeric.columns if numeric[c].isna().any()]
+    # cross_slice may be empty (NaN: a single-slice volume); anything else must be a number.
+    required = numeric.drop(columns="cross_slice").isna()
+    text = numeric["cross_slice"].isna() & table["cross_slice"].notna()
+    bad = [c for c in required.columns if required[c].any()]
+    if text.any():
+        bad.append("cross_slice")
     if bad:
         raise TsscError(f"non-numeric or empty values in column(s) {', '.join(bad)}", path)
     if (numeric["frame"] != numeric["frame"].round()).any() or (numeric["frame"] < 0).any():
@@ -88,14 +143,14 @@ def _read_frames(path: Path) -> pd.DataFrame:
 
 
 def gather(paths: Sequence[Path]) -> pd.DataFrame:
-    """Read and concatenate per-frame metric CSVs.
+    """Read and concatenate the per-frame metric CSVs of one dataset.
 
     Args:
         paths: ``*.frames.csv`` files, or directories searched recursively for them. A file
             named twice (directly and through its directory) is read once.
 
     Returns:
-        Columns ``subject, method, frame, mae, psnr, ssim``, rows in input order.
+        Columns ``subject, method, frame, mae, psnr, ssim, cross_slice``, rows in input order.
 
     Raises:
         TsscError: if a path is missing, a file is not a per-frame CSV or lacks a column, a
@@ -119,108 +174,432 @@ def gather(paths: Sequence[Path]) -> pd.DataFrame:
     return frames.drop(columns="_source")
 
 
-def _text(mean: float, std: float) -> str:
+def datasets_of(
+    paths: Sequence[Path] = (), datasets: Sequence[tuple[str, Path]] = ()
+) -> dict[str, list[Path]]:
+    """The paths of each dataset, in first-given order.
+
+    Args:
+        paths: Paths of one dataset labelled by :func:`folder_label` (a run's folder name).
+        datasets: ``(label, path)`` pairs; a label given several times collects its paths.
+
+    Raises:
+        TsscError: if nothing is given or a label is not a safe name.
+    """
+    grouped: dict[str, list[Path]] = {}
+    if paths:
+        grouped[check_label(folder_label(paths))] = list(map(Path, paths))
+    for label, path in datasets:
+        grouped.setdefault(check_label(label), []).append(Path(path))
+    if not grouped:
+        raise TsscError("no metrics files given")
+    return grouped
+
+
+def gather_datasets(datasets: dict[str, list[Path]]) -> pd.DataFrame:
+    """Per-frame scores of every dataset (:func:`gather`) with a leading ``dataset`` column."""
+    tables = [gather(paths).assign(dataset=label) for label, paths in datasets.items()]
+    return pd.concat(tables, ignore_index=True)[["dataset", *FRAME_COLUMNS]]
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and population std; an infinite mean gives a NaN std (not a warning)."""
+    mean = float(np.mean(values))
+    with np.errstate(invalid="ignore"):
+        std = float(np.std(values, ddof=0)) if np.isfinite(mean) else float("nan")
+    return mean, std
+
+
+def _text(mean: float, std: float, decimals: int) -> str:
     if not np.isfinite(mean):
         return str(mean)
-    return f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
 def summarise(frames: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cohort and summary tables from per-frame scores.
+    """Per-subject and per-method tables from per-frame scores.
 
     Args:
-        frames: Per-frame scores as returned by :func:`gather`.
+        frames: Per-frame scores as returned by :func:`gather_datasets`.
 
     Returns:
-        The cohort table (one row per subject and method, first-seen order: ``subject, method,
-        frames, mae, psnr, ssim``, means over the subject's frames) and the summary table (one
-        row per method, first-seen order: ``method, subjects``, then ``mae_mean, mae_std,
-        psnr_mean, psnr_std, ssim_mean, ssim_std`` over subjects, with the population standard
-        deviation (ddof=0), and text columns ``MAE, PSNR, SSIM`` such as ``33.256 ± 2.583``).
-        An infinite PSNR is kept: it gives an infinite mean, a NaN std and the text ``inf``.
+        The cohort table (one row per dataset, subject and method, first-seen order:
+        ``dataset, subject, method, frames`` and the means over the subject's frames) and the
+        summary table (one row per dataset and method: ``dataset, method, subjects`` and
+        ``{metric}_mean, {metric}_std`` over subjects, population std (ddof=0)). An infinite
+        PSNR is kept: it gives an infinite mean and a NaN std.
 
     Raises:
         TsscError: if ``frames`` is empty.
     """
     if frames.empty:
         raise TsscError("no per-frame scores to summarise")
-    groups = frames.groupby(["subject", "method"], sort=False)
+    groups = frames.groupby(["dataset", "subject", "method"], sort=False)
     cohort = groups.agg(
         frames=("frame", "size"), **{m: (m, "mean") for m in METRICS}
-    ).reset_index()[list(SUMMARY_COLUMNS)]
+    ).reset_index()[["dataset", *SUMMARY_COLUMNS]]
     rows = []
-    for method, table in cohort.groupby("method", sort=False):
-        row: dict[str, object] = {"method": method, "subjects": len(table)}
+    for (dataset, method), table in cohort.groupby(["dataset", "method"], sort=False):
+        row: dict[str, object] = {"dataset": dataset, "method": method, "subjects": len(table)}
         for m in METRICS:
-            values = table[m].to_numpy(dtype=np.float64)
-            mean = float(np.mean(values))
-            # np.std of values with inf is NaN (inf - inf), with a warning we do not need.
-            with np.errstate(invalid="ignore"):
-                std = float(np.std(values, ddof=0)) if np.isfinite(mean) else float("nan")
-            row[f"{m}_mean"], row[f"{m}_std"] = mean, std
-            row[m.upper()] = _text(mean, std)
+            row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(table[m].to_numpy(dtype=np.float64))
         rows.append(row)
-    summary = pd.DataFrame(rows, columns=list(SUMMARY_TABLE_COLUMNS))
-    return cohort, summary
+    return cohort, pd.DataFrame(rows, columns=list(SUMMARY_TABLE_COLUMNS))
 
 
-def plot_psnr_per_frame(frames: pd.DataFrame, path: Path) -> None:
-    """Plot mean PSNR over subjects per frame index, one line and ±std band per method.
-
-    Frames with infinite PSNR are left out (they cannot be drawn); the std is over subjects
-    (ddof=0).
+def comparison(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1: one row per dataset and method, each metric as ``mean ± std``.
 
     Args:
-        frames: Per-frame scores as returned by :func:`gather`.
-        path: The PNG file to write.
+        summary: The summary table of :func:`summarise`.
+
+    Returns:
+        Columns ``dataset, method, subjects, MAE, PSNR, SSIM, CROSS_SLICE``, texts such as
+        ``33.26 ± 2.58`` (:data:`DECIMALS`; ``inf`` or ``nan`` where the mean is not finite).
     """
-    # A bare Figure (Agg canvas) rather than pyplot: no display, no global backend switch.
-    fig = Figure(figsize=(7, 4.5), dpi=120)
-    ax = fig.add_subplot()
-    data = frames.assign(psnr=frames["psnr"].replace([np.inf, -np.inf], np.nan))
-    for method, table in data.groupby("method", sort=False):
-        stats = table.groupby("frame")["psnr"].agg(["mean", lambda v: v.std(ddof=0)])
-        stats.columns = ["mean", "std"]
-        stats = stats.dropna(subset=["mean"]).fillna({"std": 0.0})
-        x = stats.index.to_numpy()
-        mean, std = stats["mean"].to_numpy(), stats["std"].to_numpy()
-        (line,) = ax.plot(x, mean, marker="o", markersize=3, label=str(method))
-        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    n_subjects = frames["subject"].nunique()
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("Frame index")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title(f"PSNR per frame (mean ± std over {n_subjects} subject(s))")
-    ax.grid(True, alpha=0.3)
-    ax.legend(title="Method")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
+    table = summary[["dataset", "method", "subjects"]].copy()
+    for m in METRICS:
+        pairs = zip(summary[f"{m}_mean"], summary[f"{m}_std"], strict=True)
+        table[m.upper()] = [_text(mean, std, DECIMALS[m]) for mean, std in pairs]
+    return table[list(COMPARISON_COLUMNS)]
 
 
-def write_report(paths: Sequence[Path], out: Path, overwrite: bool = False) -> list[Path]:
-    """Gather per-frame scores and write the cohort report.
+def _better(metric: str, difference: float) -> str:
+    if not np.isfinite(difference):
+        return ""
+    if difference == 0:
+        return "equal"
+    improved = difference < 0 if metric in LOWER_IS_BETTER else difference > 0
+    return REFINED if improved else REFINES
+
+
+def ablation(cohort: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 2: stage 1 alone (``diffusion``) against both stages (``tssc``).
+
+    Only subjects scored with both methods count; the difference is ``tssc - diffusion`` per
+    subject, its mean and population std over those subjects.
 
     Args:
-        paths: Per-frame CSVs or directories holding them (see :func:`gather`).
+        cohort: The cohort table of :func:`summarise`.
+
+    Returns:
+        One row per dataset (that has both methods) and metric: ``dataset, metric, subjects``,
+        ``{method}_mean, {method}_std`` of both methods, ``difference_mean, difference_std``
+        and ``better`` (the better method's name, ``equal``, or empty when not finite). Empty
+        when no dataset has both methods.
+    """
+    rows = []
+    for dataset, table in cohort.groupby("dataset", sort=False):
+        stage1 = table[table["method"] == REFINES].set_index("subject")
+        full = table[table["method"] == REFINED].set_index("subject")
+        subjects = [s for s in stage1.index if s in full.index]
+        if not subjects:
+            continue
+        for m in METRICS:
+            before = stage1.loc[subjects, m].to_numpy(dtype=np.float64)
+            after = full.loc[subjects, m].to_numpy(dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                difference = after - before
+            row: dict[str, object] = {"dataset": dataset, "metric": m, "subjects": len(subjects)}
+            for name, values in ((REFINES, before), (REFINED, after), ("difference", difference)):
+                row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
+            row["better"] = _better(m, float(row["difference_mean"]))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+
+
+def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
+    """Mean PSNR over subjects per frame index, one line and ±std band per method.
+
+    One panel per dataset. Frames with infinite PSNR are left out (they cannot be drawn); the
+    std is over subjects (ddof=0).
+
+    Args:
+        frames: Per-frame scores as returned by :func:`gather_datasets`.
+    """
+    datasets = list(dict.fromkeys(frames["dataset"]))
+    # A bare Figure (Agg canvas) rather than pyplot: no display, no global backend switch.
+    fig = Figure(figsize=(7 * len(datasets), 4.5), dpi=120)
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    data = frames.assign(psnr=frames["psnr"].replace([np.inf, -np.inf], np.nan))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        subset = data[data["dataset"] == dataset]
+        for method, table in subset.groupby("method", sort=False):
+            stats = table.groupby("frame")["psnr"].agg(["mean", lambda v: v.std(ddof=0)])
+            stats.columns = ["mean", "std"]
+            stats = stats.dropna(subset=["mean"]).fillna({"std": 0.0})
+            x = stats.index.to_numpy()
+            mean, std = stats["mean"].to_numpy(), stats["std"].to_numpy()
+            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=str(method))
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        n_subjects = subset["subject"].nunique()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("Frame index")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{dataset}: PSNR per frame (mean ± std over {n_subjects} subject(s))")
+        ax.grid(True, alpha=0.3)
+        ax.legend(title="Method")
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class Example:
+    """One subject's mid slice at the example frames: the truth and every method's prediction.
+
+    Attributes:
+        dataset: Dataset label.
+        subject: Subject id.
+        slice: The slice shown (the middle one of the prepared volume).
+        frames: Positions in the filled series, evenly spaced over the predicted frames.
+        truth: ``(x, y, len(frames))`` in model space.
+        predictions: Method name -> array shaped like ``truth``.
+    """
+
+    dataset: str
+    subject: str
+    slice: int
+    frames: list[int]
+    truth: np.ndarray
+    predictions: dict[str, np.ndarray]
+
+
+def _image_of(folder: Path, subject: str) -> Path | None:
+    """The image of ``subject`` in ``folder`` (any image suffix; not its record), if any."""
+    found = sorted(
+        p
+        for p in folder.glob(f"{subject}.*")
+        if p.is_file() and default_subject(p) == subject and p.suffix != ".json"
+    )
+    return found[0] if found else None
+
+
+def load_example(
+    folder: Path, dataset: str, methods: Sequence[str], subject: str | None = None
+) -> Example | None:
+    """The example figures' data from a ``tssc-run`` folder, or None if it has no ``filled/``.
+
+    Args:
+        folder: The run folder (``prepared/`` and ``filled/METHOD/`` in it).
+        dataset: Dataset label.
+        methods: Method order (methods not in it follow, sorted).
+        subject: The subject to show; default the first (sorted) with a filled series.
+
+    Raises:
+        TsscError: if the subject, its truth or record is missing, the record is not in
+            evaluate mode, or a filled series does not have the truth's shape.
+    """
+    filled = Path(folder) / FILLED
+    if not filled.is_dir():
+        return None
+    files = {
+        method.name: {default_subject(p): p for p in method.iterdir() if p.is_file()}
+        for method in sorted(filled.iterdir())
+        if method.is_dir()
+    }
+    subjects = sorted({s for by_subject in files.values() for s in by_subject})
+    if subject is None:
+        if not subjects:
+            return None
+        subject = subjects[0]
+    elif subject not in subjects:
+        raise TsscError(f"no filled series of subject {subject!r}", filled)
+    prepared = Path(folder) / PREPARED
+    record = load_record(prepared / f"{subject}.json")
+    if record.mode != "evaluate":
+        raise TsscError("upsample mode has no ground truth to show", prepared / f"{subject}.json")
+    truth_path = _image_of(prepared, subject)
+    if truth_path is None:
+        raise TsscError(f"no prepared image of subject {subject!r}", prepared)
+    truth = read_scan(truth_path).data
+    predicted = record.predicted_frames
+    picks = np.round(np.linspace(0, len(predicted) - 1, min(EXAMPLE_FRAMES, len(predicted))))
+    frames = [predicted[int(i)] for i in picks]
+    z = truth.shape[2] // 2
+    order = [m for m in methods if m in files] + sorted(m for m in files if m not in methods)
+    predictions = {}
+    for method in order:
+        path = files[method].get(subject)
+        if path is None:
+            continue
+        data = read_scan(path).data
+        if data.shape != truth.shape:
+            raise TsscError(
+                f"has shape {data.shape}, the prepared truth {truth_path} has {truth.shape}", path
+            )
+        predictions[method] = np.asarray(data[:, :, z, frames], dtype=np.float64)
+    truth_slice = np.asarray(truth[:, :, z, frames], dtype=np.float64)
+    return Example(dataset, subject, z, frames, truth_slice, predictions)
+
+
+def _grid(example: Example, rows: list[str]) -> tuple[Figure, np.ndarray]:
+    fig = Figure(
+        figsize=(1.9 * len(example.frames) + 1.2, 1.9 * len(rows) + 0.6),
+        dpi=110,
+        layout="constrained",
+    )
+    axes = fig.subplots(len(rows), len(example.frames), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax, name in zip(axes[:, 0], rows, strict=True):
+        ax.set_ylabel(name)
+    for ax, t in zip(axes[0], example.frames, strict=True):
+        ax.set_title(f"frame {t}", fontsize=9)
+    return fig, axes
+
+
+def plot_examples(example: Example) -> Figure:
+    """The paper's Fig. 3: rows truth and methods, columns the example frames (mid slice)."""
+    rows = ["truth", *example.predictions]
+    fig, axes = _grid(example, rows)
+    images = [example.truth, *example.predictions.values()]
+    for row, image in zip(axes, images, strict=True):
+        for j, ax in enumerate(row):
+            # Transposed with the origin low: x to the right, y up, as viewers show a slice.
+            ax.imshow(image[..., j].T, cmap="gray", vmin=0, vmax=1, origin="lower")
+    fig.suptitle(f"{example.dataset}: subject {example.subject}, slice {example.slice}")
+    return fig
+
+
+def plot_errors(example: Example) -> Figure:
+    """Absolute error maps ``|prediction - truth|`` of the example frames, one row per method.
+
+    All panels share one colour scale, so methods compare by eye.
+    """
+    fig, axes = _grid(example, list(example.predictions))
+    errors = [np.abs(p - example.truth) for p in example.predictions.values()]
+    top = max(max(float(e.max()) for e in errors), 1e-6)
+    for row, error in zip(axes, errors, strict=True):
+        for j, ax in enumerate(row):
+            image = ax.imshow(error[..., j].T, cmap="inferno", vmin=0, vmax=top, origin="lower")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="|prediction - truth|")
+    fig.suptitle(f"{example.dataset}: absolute error, subject {example.subject}")
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; }
+img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
+"""
+
+
+FOLDED_ROWS = 20
+"""Longer tables start folded in the page."""
+
+
+def _arrow(column: str) -> str:
+    metric = column.lower()
+    if metric not in METRICS:
+        return column
+    return f"{column} {'↓' if metric in LOWER_IS_BETTER else '↑'}"
+
+
+def render_html(
+    tables: Sequence[tuple[str, str, pd.DataFrame]], figures: Sequence[tuple[str, bytes]]
+) -> str:
+    """A self-contained page: tables as HTML, figures embedded as base64 PNG.
+
+    Args:
+        tables: ``(title, file name, table)`` per table, in page order.
+        figures: ``(file name, PNG bytes)`` per figure, in page order.
+    """
+    lower = ", ".join(m for m in METRICS if m in LOWER_IS_BETTER)
+    higher = ", ".join(m for m in METRICS if m not in LOWER_IS_BETTER)
+    parts = [
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">',
+        f"<title>tssc report</title>\n<style>{STYLE}</style>\n</head>\n<body>",
+        "<h1>tssc report</h1>",
+        f"<p>Lower is better (↓) for {html.escape(lower)}; higher is better (↑) for "
+        f"{html.escape(higher)}. Means and population standard deviations are over "
+        "subjects; a subject's score is the mean over its predicted frames.</p>",
+    ]
+    for title, name, table in tables:
+        shown = table.rename(columns=_arrow)
+        body = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}")
+        if len(table) > FOLDED_ROWS:
+            body = f"<details><summary>{len(table)} rows</summary>\n{body}\n</details>"
+        parts += [f"<h2>{html.escape(title)} ({html.escape(name)})</h2>", body]
+    parts.append("<h2>Figures</h2>")
+    for name, png in figures:
+        data = base64.b64encode(png).decode("ascii")
+        parts += [
+            f"<h3>{html.escape(name)}</h3>",
+            f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">',
+        ]
+    parts.append("</body>\n</html>\n")
+    return "\n".join(parts)
+
+
+def write_report(
+    out: Path,
+    paths: Sequence[Path] = (),
+    datasets: Sequence[tuple[str, Path]] = (),
+    figure_subject: str | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Gather per-frame scores of one or more datasets and write the report.
+
+    Args:
         out: Output directory.
+        paths: Per-frame CSVs or folders holding them (see :func:`gather`), one dataset
+            labelled with the name of the folder holding them all (:func:`folder_label`).
+        datasets: ``(label, path)`` pairs of further (or the only) datasets.
+        figure_subject: The subject of the example figures (default: the first with a filled
+            series, see :func:`load_example`).
         overwrite: Replace existing outputs.
 
     Returns:
-        ``out/frames.csv`` (all per-frame rows), ``out/cohort.csv``, ``out/summary.csv`` and
-        ``out/psnr_per_frame.png``; all are written, or none.
+        In ``out``: ``frames.csv`` (per frame), ``cohort.csv`` (per subject), ``summary.csv``
+        (per dataset and method: means and stds), ``comparison.csv`` (the same as
+        ``mean ± std`` texts), ``ablation.csv`` (only when a dataset has both ``diffusion``
+        and ``tssc``), ``psnr_per_frame.png``, ``examples.DATASET.png`` and
+        ``errors.DATASET.png`` (for each dataset folder that is a ``tssc-run`` output with
+        filled series) and ``report.html``; all are written, or none.
 
     Raises:
-        TsscError: on bad inputs (see :func:`gather`) or a refused overwrite.
+        TsscError: on bad inputs (see :func:`gather` and :func:`load_example`) or a refused
+            overwrite.
     """
     out = Path(out)
-    frames = gather(paths)
+    grouped = datasets_of(paths, datasets)
+    frames = gather_datasets(grouped)
     cohort, summary = summarise(frames)
-    names = ("frames.csv", "cohort.csv", "summary.csv", "psnr_per_frame.png")
-    targets = [out / name for name in names]
+    tables = [
+        ("Comparison: mean ± std over subjects", "comparison.csv", comparison(summary)),
+        ("Ablation: stage 1 alone against both stages", "ablation.csv", ablation(cohort)),
+        ("Summary per dataset and method", "summary.csv", summary),
+        ("Per subject", "cohort.csv", cohort),
+        ("Per frame", "frames.csv", frames),
+    ]
+    tables = [t for t in tables if not (t[1] == "ablation.csv" and t[2].empty)]
+    methods = list(dict.fromkeys(frames["method"]))
+    figures = [("psnr_per_frame.png", _png(plot_psnr_per_frame(frames)))]
+    for label, folders in grouped.items():
+        for folder in folders:
+            example = load_example(folder, label, methods, figure_subject)
+            if example is not None:
+                figures.append((f"examples.{label}.png", _png(plot_examples(example))))
+                figures.append((f"errors.{label}.png", _png(plot_errors(example))))
+                break
+    written = []
     with outputs(overwrite) as group:
-        tmp = [group.path(target) for target in targets]
-        frames.to_csv(tmp[0], index=False)
-        cohort.to_csv(tmp[1], index=False)
-        summary.to_csv(tmp[2], index=False)
-        plot_psnr_per_frame(frames, tmp[3])
-    return targets
+        for _, name, table in tables:
+            written.append(out / name)
+            table.to_csv(group.path(written[-1]), index=False)
+        for name, png in figures:
+            written.append(out / name)
+            group.path(written[-1]).write_bytes(png)
+        written.append(out / "report.html")
+        page = render_html(tables, figures)
+        group.path(written[-1]).write_text(page, encoding="utf-8")
+    return written

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from tssc_py.atomic import atomic_path
 from tssc_py.checkpoint import (
@@ -177,12 +178,16 @@ class Run:
         checkpoint = last or (options.checkpoint_every > 0 and step % options.checkpoint_every == 0)
         return validate, checkpoint, validate or checkpoint or step % LOG_EVERY == 0
 
-    @staticmethod
-    def nothing_to_do(first_step: int, options: RunOptions) -> str | None:
-        """The message for a resumed run that was already at its last step."""
+    def finish(self, bar: tqdm, first_step: int, options: RunOptions) -> Path:
+        """Close the progress bar, say so if a resumed run had nothing left to do.
+
+        Returns:
+            The checkpoint folder.
+        """
+        bar.close()
         if first_step >= options.steps:
-            return f"already at step {first_step}; raise --steps to train longer"
-        return None
+            bar.write(f"already at step {first_step}; raise --steps to train longer")
+        return self.checkpoint
 
     @property
     def elapsed(self) -> float:

@@ -110,3 +110,9 @@ def test_config_and_device_checks() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(TsscError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_no_validation_subjects(prepared: Path, tmp_path: Path) -> None:
+    config = tiny_train_config(steps=2, val_subjects=0)
+    train([prepared], tmp_path / "run", config, show_progress=False)
+    assert all(r["val_psnr"] == "" for r in _rows(tmp_path / "run"))

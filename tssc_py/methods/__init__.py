@@ -16,13 +16,18 @@ from tssc_py.methods.base import (
     register,
 )
 from tssc_py.methods.diffusion import Diffusion
+from tssc_py.methods.registration import Demons, TransMorph, UVINet, VoxelMorph
 from tssc_py.methods.simple import Linear, Nearest
 
 __all__ = [
+    "Demons",
     "Diffusion",
     "Linear",
     "Method",
     "Nearest",
+    "TransMorph",
+    "UVINet",
+    "VoxelMorph",
     "fill_chunk",
     "get_method",
     "interpolate",

@@ -11,6 +11,7 @@ from typing import ClassVar, TypeVar
 import numpy as np
 
 from tssc_py.atomic import atomic_path, check_writable
+from tssc_py.checkpoint import load_checkpoint
 from tssc_py.errors import TsscError, about
 from tssc_py.slices import Chunk, load_chunk, save_chunk
 
@@ -23,13 +24,15 @@ class Method(ABC):
     """An interpolation method.
 
     Subclasses set ``name`` (the ``--method`` value), ``min_known`` (fewest known frames
-    they can work from) and ``options`` (the keyword arguments their constructor takes, the
-    CLI options that reach them) and implement :meth:`fill`.
+    they can work from), ``options`` (the keyword arguments their constructor takes, the
+    CLI options that reach them) and, when they run a trained model, ``checkpoint_kind``
+    (the ``kind`` in its checkpoint's config.json), and implement :meth:`fill`.
     """
 
     name: ClassVar[str]
     min_known: ClassVar[int] = 2
     options: ClassVar[tuple[str, ...]] = ()
+    checkpoint_kind: ClassVar[str | None] = None
 
     @abstractmethod
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
@@ -61,15 +64,42 @@ def get_method(name: str, **options: object) -> Method:
         name: Registered method name.
         **options: Method options (e.g. ``checkpoint``); each method takes the ones it declares
             in ``options`` and ignores the rest, and None means "use the method's default", so
-            one set of options can serve several methods of a run.
+            one set of options can serve several methods of a run. ``checkpoint`` may be one
+            folder or several: of several, a method takes the one of its ``checkpoint_kind``.
 
     Raises:
-        TsscError: for an unknown name, or options the method refuses.
+        TsscError: for an unknown name, options the method refuses, or several checkpoints
+            among which not exactly one is of the method's kind.
     """
     if name not in _REGISTRY:
         raise TsscError(f"unknown method {name!r}; available: {', '.join(method_names())}")
     cls = _REGISTRY[name]
-    return cls(**{k: v for k, v in options.items() if k in cls.options and v is not None})
+    chosen = {k: v for k, v in options.items() if k in cls.options and v is not None}
+    if "checkpoint" in chosen:
+        chosen["checkpoint"] = _pick_checkpoint(cls, chosen["checkpoint"])
+    return cls(**chosen)
+
+
+def _pick_checkpoint(cls: type[Method], given: str | Path | Sequence[str | Path]) -> Path | None:
+    """The checkpoint for ``cls`` among ``given`` (a folder, or a sequence of folders).
+
+    A single folder goes to the method as it is (its loader checks the kind, naming the
+    folder); of several, the one whose config.json names ``cls.checkpoint_kind``.
+    """
+    if isinstance(given, str | Path):
+        return Path(given)
+    paths = [Path(p) for p in given]
+    if len(paths) < 2:
+        return paths[0] if paths else None
+    kinds = {p: load_checkpoint(p).config.get("kind") for p in paths}
+    fits = [p for p in paths if kinds[p] == cls.checkpoint_kind]
+    if len(fits) != 1:
+        listed = ", ".join(f"{p} ({kinds[p]})" for p in paths)
+        raise TsscError(
+            f"method {cls.name!r} needs one {cls.checkpoint_kind!r} checkpoint, "
+            f"{'none' if not fits else 'several'} among --checkpoint {listed}"
+        )
+    return fits[0]
 
 
 def interpolate(stack: np.ndarray, known: Sequence[int], method: Method) -> np.ndarray:

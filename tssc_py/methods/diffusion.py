@@ -38,6 +38,7 @@ class Diffusion(Method):
 
     name = "diffusion"
     min_known = 2
+    checkpoint_kind = "stage1"
     options = ("checkpoint", "steps", "eta", "seed", "device", "batch_size", "weights", "samples")
 
     def __init__(

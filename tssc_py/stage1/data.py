@@ -174,7 +174,12 @@ class Sampler:
 
 
 def validation_set(cohort: Sequence[Series], frames: int, limit: int) -> np.ndarray:
-    """Up to ``limit`` fixed sequences (first window, slices spread evenly) for validation."""
+    """Up to ``limit`` fixed sequences (first window, slices spread evenly) for validation.
+
+    An empty cohort (``--val-subjects 0``) gives an empty array.
+    """
+    if not cohort:
+        return np.zeros((0, frames, 0, 0), np.float32)
     stacks = np.concatenate([s.stacks[:, :frames] for s in cohort])
     pick = np.unique(np.round(np.linspace(0, len(stacks) - 1, min(limit, len(stacks)))))
     return stacks[pick.astype(int)]

@@ -261,9 +261,5 @@ def load_stage1(
     with about(ckpt.path):
         config = Stage1Config.from_dict(ckpt.config.get("stage1", {}))
     model = VideoDiT(config.model)
-    try:
-        model.load_state_dict(ckpt.tensors(weights))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise TsscError(f"weights do not fit the model config: {first}", ckpt.path) from None
+    ckpt.load_into(model, weights)
     return Stage1(config, model.to(device).eval())

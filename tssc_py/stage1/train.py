@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
-from tssc_py.metrics import psnr, ssim
+from tssc_py.metrics import versus_linear
 from tssc_py.stage1.data import Sampler, Series, load_cohort, prepared_images, validation_set
 from tssc_py.stage1.diffusion import ScheduleConfig
 from tssc_py.stage1.interpolator import Stage1, Stage1Config, linear_prior
@@ -149,18 +149,7 @@ def evaluate(
     pred = torch.cat(outs)[:, 1:-1].numpy()
     blend = linear_prior(x, known)[:, 1:-1].numpy()
     truth = x[:, 1:-1].numpy()
-
-    # Every (sequence, frame) image as one slice of an (x, y, n) volume: mean 2D SSIM.
-    def ssim_of(a: np.ndarray) -> float:
-        as_volume = lambda v: v.reshape(-1, *v.shape[2:]).transpose(1, 2, 0)  # noqa: E731
-        return ssim(as_volume(a), as_volume(truth), "2d")
-
-    return {
-        "val_psnr": psnr(pred, truth),
-        "val_ssim": ssim_of(pred),
-        "val_linear_psnr": psnr(blend, truth),
-        "val_linear_ssim": ssim_of(blend),
-    }
+    return versus_linear(pred, blend, truth)
 
 
 def train(
@@ -271,8 +260,4 @@ def train(
             losses = []
         if checkpoint:
             run.save(saved_config, modules, optimizer, gen, rng, step)
-    bar.close()
-    message = run.nothing_to_do(first_step, config)
-    if message:
-        bar.write(message)
-    return run.checkpoint
+    return run.finish(bar, first_step, config)

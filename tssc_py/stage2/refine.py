@@ -130,18 +130,8 @@ def load_refine(
         if backend is not None:
             data["backend"] = backend
         net = RefineNet(RefineConfig.from_dict(data))
-    try:
-        net.load_state_dict(ckpt.tensors("model"))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise TsscError(f"weights do not fit the model config: {first}", ckpt.path) from None
+    ckpt.load_into(net, "model")
     return net.to(device).eval()
-
-
-REFINED = "tssc"
-"""Method name of stage 2 applied to the ``diffusion`` method's output (the full TSSC-Net)."""
-REFINES = "diffusion"
-"""The method whose output stage 2 refines."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
-from tssc_py.metrics import psnr, ssim, through_plane_error
+from tssc_py.metrics import cross_slice_error, psnr, ssim
 from tssc_py.prepare import load_record, record_path
 from tssc_py.stage1.data import prepared_images
 from tssc_py.stage2.data import (
@@ -50,10 +50,10 @@ LOG_COLUMNS = (
     "lr",
     "val_psnr",
     "val_ssim",
-    "val_through_plane",
+    "val_cross_slice",
     "val_stage1_psnr",
     "val_stage1_ssim",
-    "val_stage1_through_plane",
+    "val_stage1_cross_slice",
 )
 
 
@@ -115,8 +115,8 @@ def evaluate(net: RefineNet, pairs: list[Pair], device: torch.device) -> dict[st
             for prefix, volume in (("val", refined), ("val_stage1", made)):
                 scores.setdefault(f"{prefix}_psnr", []).append(psnr(volume, truth))
                 scores.setdefault(f"{prefix}_ssim", []).append(ssim(volume, truth, "2d"))
-                scores.setdefault(f"{prefix}_through_plane", []).append(
-                    through_plane_error(volume, truth)
+                scores.setdefault(f"{prefix}_cross_slice", []).append(
+                    cross_slice_error(volume, truth)
                 )
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
@@ -227,15 +227,11 @@ def train(
                 bar.write(
                     f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
                     f"(stage 1 {scores['val_stage1_psnr']:.2f}), cross-slice error "
-                    f"{scores['val_through_plane']:.4f} (stage 1 "
-                    f"{scores['val_stage1_through_plane']:.4f})"
+                    f"{scores['val_cross_slice']:.4f} (stage 1 "
+                    f"{scores['val_stage1_cross_slice']:.4f})"
                 )
             run.log(row)
             terms = []
         if checkpoint:
             run.save(saved_config, modules, optimizer, gen, rng, step)
-    bar.close()
-    message = run.nothing_to_do(first_step, config)
-    if message:
-        bar.write(message)
-    return run.checkpoint
+    return run.finish(bar, first_step, config)

@@ -1,0 +1,135 @@
+"""Stage-2 refinement speed and peak memory per state-space backend, preset and volume size.
+
+Prints a table of volumes refined per second (inference: one whole volume per call, untrained
+weights, which cost the same as trained ones) and of training steps per second (batches of 4
+crops: forward, MSE + wavelet loss, backward, Adam), with the peak memory of each case: on a GPU the
+peak CUDA allocation, on a CPU the peak resident memory of a fresh process that ran only that
+case (each case runs in its own subprocess, so one case's peak cannot hide another's). On a
+GPU with ``mamba_ssm`` both backends run on the same weights, and the table gives the
+pure-PyTorch / mamba-ssm time ratio. Run:
+
+    .venv/bin/python benchmarks/stage2.py [--seconds 10] [--device auto|cpu|cuda]
+
+Targets (issue 4): ``tiny`` refines 64x64x16 in under 2 s on CPU; ``base`` refines
+256x256x32 in under 0.5 s on one H100 with mamba-ssm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from tssc_py.device import autocast, resolve_device
+from tssc_py.stage2.losses import LossConfig, refine_loss
+from tssc_py.stage2.model import build_refine
+from tssc_py.stage2.refine import refine_volume
+from tssc_py.stage2.ssm import mamba_ssm_available, resolve_backend
+
+# (task, preset, (x, y, z)): refining the CPU recipe's volumes and the paper's cardiac size on
+# a GPU; training on the CPU recipe's crops and on whole 64x64x16 frames.
+CASES = (
+    ("refine", "tiny", (64, 64, 16)),
+    ("refine", "base", (256, 256, 32)),
+    ("train", "tiny", (32, 32, 16)),
+    ("train", "tiny", (64, 64, 16)),
+)
+TRAIN_BATCH = 4
+
+
+def measure(
+    task: str, preset: str, shape: tuple[int, int, int], backend: str, device: str, seconds: float
+):
+    """Calls per second and peak memory (MiB) of one case, in this process."""
+    where = resolve_device(device)
+    torch.manual_seed(0)
+    net = build_refine(preset, backend=backend).to(where)
+    if task == "refine":
+        net.eval()
+        volume = torch.rand(shape).numpy()
+
+        def step() -> None:
+            refine_volume(net, volume, device=where)
+
+    else:
+        optimizer = torch.optim.Adam(net.parameters())
+        crops = torch.rand(TRAIN_BATCH, 1, *shape, device=where)
+        truth = torch.rand(TRAIN_BATCH, 1, *shape, device=where)
+        loss_config = LossConfig(w_tv=0.0)
+
+        def step() -> None:
+            with autocast(where):
+                pred = net(crops)
+            loss, _ = refine_loss(pred, truth, loss_config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    def once() -> None:
+        step()
+        if where.type == "cuda":
+            torch.cuda.synchronize()
+
+    once()  # warm-up (kernel selection, allocator)
+    if where.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    done, start = 0, time.perf_counter()
+    while done < 2 or time.perf_counter() - start < seconds:
+        once()
+        done += 1
+    rate = done / (time.perf_counter() - start)
+    if where.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"rate": rate, "peak_mib": peak, "backend": resolve_backend(backend, where)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="Time per measurement.")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, JSON out
+    args = parser.parse_args()
+    if args.case:
+        task, preset, size, backend = args.case.split(":")
+        shape = tuple(int(v) for v in size.split("x"))
+        print(json.dumps(measure(task, preset, shape, backend, args.device, args.seconds)))
+        return
+    where = resolve_device(args.device)
+    backends = ["torch"] + (["mamba_ssm"] if where.type == "cuda" and mamba_ssm_available() else [])
+    gpu = torch.cuda.get_device_name(where) if where.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, device {gpu}, {torch.get_num_threads()} CPU threads")
+    memory = "peak CUDA MiB" if where.type == "cuda" else "peak RSS MiB"
+    print(f"| task | preset | volume | backend | calls/s | s/call | {memory} | torch/mamba_ssm |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for task, preset, shape in CASES:
+        if preset == "base" and where.type != "cuda" and args.seconds < 30:
+            # About a minute per call on 2 cores; run it with --seconds 30 or more to include it.
+            continue
+        size = "x".join(map(str, shape))
+        times: dict[str, float] = {}
+        for backend in backends:
+            case = f"{task}:{preset}:{size}:{backend}"
+            command = [sys.executable, __file__, "--case", case, "--device", args.device]
+            command += ["--seconds", str(args.seconds)]
+            result = json.loads(
+                subprocess.run(
+                    command, check=True, capture_output=True, text=True
+                ).stdout.splitlines()[-1]
+            )
+            times[backend] = 1 / result["rate"]
+            ratio = f"{times['torch'] / times[backend]:.1f}" if backend != "torch" else ""
+            print(
+                f"| {task} | {preset} | {size} | {result['backend']} | {result['rate']:.2f} | "
+                f"{1 / result['rate']:.3f} | {result['peak_mib']:.0f} | {ratio} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

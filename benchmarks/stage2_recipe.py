@@ -1,0 +1,116 @@
+"""Stage-2 quality recipe: refine the stage-1 recipe's outputs, score full TSSC vs stage 1 alone.
+
+One command (``make stage2-cpu``, well under 45 minutes on 2 CPU cores), run after
+``make stage1-cpu`` (it uses that run's folder: the trained stage-1 model, the 32 prepared
+training subjects and the held-out ``knee`` and ``cardiac`` cohorts):
+
+1. makes the stage-1 outputs of the training subjects with the frozen stage-1 model (the
+   ``diffusion`` method's defaults: one DDIM step), cached in ``OUT/stage2/stage1_outputs``;
+2. trains stage 2 (the recipe's options below; resumable: run again with ``--resume``);
+3. runs ``linear`` and ``diffusion`` + stage 2 on the held-out cohorts through ``tssc-run``'s
+   library function, which reports stage 1 alone (``diffusion``) next to full TSSC (``tssc``),
+   and prints every metric per kind and method with the difference to stage 1 alone (mean over
+   subjects, and the number of subjects where full TSSC is better).
+
+Every figure in ``benchmarks/RESULTS.md`` for the stage-2 recipe comes from this script; the
+table is also written to ``OUT/results.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from tssc_py.metrics import LOWER_IS_BETTER, METRICS
+from tssc_py.pipeline import run_cohort
+from tssc_py.prepare import PrepareConfig
+from tssc_py.stage2 import REFINED, REFINES
+from tssc_py.stage2.train import TrainConfig, train
+
+SIZE, DEPTH = 64, 16
+
+# The CPU recipe: the tiny network on 32x32 crops of all 16 slices (8x8x16 = 1024 tokens per
+# scan after the stem), batch 4. The total-variation weight is 0 (the paper's 1 stays the CLI
+# default): on our 0..1 intensities the TV of a frame is about 35x its MSE to the truth (the
+# first steps' log), so at weight 1 TV, not fidelity, would steer the network.
+RECIPE = TrainConfig(
+    preset="tiny",
+    crop=32,
+    steps=1000,
+    batch_size=4,
+    lr=1e-3,
+    w_tv=0.0,
+    val_subjects=2,
+    val_every=500,
+    checkpoint_every=250,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--stage1-run",
+        type=Path,
+        default=Path("stage1_cpu"),
+        help="The stage-1 recipe's folder (make stage1-cpu).",
+    )
+    parser.add_argument("--out", type=Path, default=Path("stage2_cpu"), help="Work folder.")
+    parser.add_argument("--steps", type=int, default=RECIPE.steps, help="Training steps.")
+    parser.add_argument("--w-tv", type=float, default=RECIPE.w_tv, help="TV weight.")
+    parser.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
+    args = parser.parse_args()
+    stage1_run: Path = args.stage1_run
+    stage1 = stage1_run / "stage1" / "checkpoint"
+    needed = [stage1, stage1_run / "prepared", *(stage1_run / k for k in ("knee", "cardiac"))]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} missing: run `make stage1-cpu` first")
+    out: Path = args.out
+    started = time.monotonic()
+
+    recipe = TrainConfig(**{**RECIPE.__dict__, "steps": args.steps, "w_tv": args.w_tv})
+    checkpoint = train(
+        [stage1_run / "prepared"], out / "stage2", recipe, stage1=stage1, resume=args.resume
+    )
+    print(f"trained in {time.monotonic() - started:.0f} s", flush=True)
+
+    rows = []
+    config = PrepareConfig(size=SIZE, depth=DEPTH)
+    for kind in ("knee", "cardiac"):
+        run = out / f"test_{kind}"
+        run_cohort(
+            str(stage1_run / kind / "samplesheet.csv"),
+            run,
+            ["linear", REFINES],
+            config,
+            overwrite=True,
+            show_progress=False,
+            method_options={"checkpoint": stage1},
+            refine_options={"checkpoint": checkpoint},
+        )
+        scores = pd.concat(pd.read_csv(p) for p in sorted((run / "metrics").glob("*.metrics.csv")))
+        by_method = {m: t.set_index("subject") for m, t in scores.groupby("method")}
+        base = by_method[REFINES]
+        for method, table in by_method.items():
+            row: dict[str, object] = {"kind": kind, "method": method}
+            for metric in (m for m in METRICS if m in table):
+                gain = table[metric] - base[metric]
+                better = gain < 0 if metric in LOWER_IS_BETTER else gain > 0
+                row[metric] = table[metric].mean()
+                row[f"{metric}_vs_stage1"] = gain.mean()
+                row[f"{metric}_better"] = f"{int(better.sum())}/{len(gain)}"
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "results.csv", index=False)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"stage 1 alone: {REFINES}; full TSSC: {REFINED}")
+    print(f"total {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+#!/usr/bin/env nextflow
+/*
+ * tssc: temporal super-resolution of 4D MRI for cohorts, on one machine or a SLURM GPU cluster.
+ *
+ *   nextflow run main.nf -profile slurm_gpu,apptainer --input samplesheet.csv --outdir results
+ *
+ * --mode evaluate | upsample: INFERENCE on --input (after TRAINING on --train_input if given).
+ * --mode train: TRAINING on --train_input only (stage 1, stage 2 and the --train_baselines).
+ * See README "Running on a cluster with Nextflow".
+ */
+
+nextflow.enable.dsl = 2
+
+include { validateParameters; paramsSummaryLog; samplesheetToList } from 'plugin/nf-schema'
+include { SYNTH     } from './modules/local/synth'
+include { TRAINING  } from './workflows/training'
+include { INFERENCE } from './workflows/inference'
+
+workflow {
+    validateParameters()
+    log.info paramsSummaryLog(workflow)
+
+    def training = params.mode == 'train' || params.train_input || params.synth_train
+    def inference = params.mode != 'train'
+    if (inference && !params.input && !params.synth) {
+        error "--input (a samplesheet) is required in --mode ${params.mode}"
+    }
+    if (params.mode == 'train' && !params.train_input && !params.synth_train) {
+        error '--train_input (a samplesheet) is required in --mode train'
+    }
+    ch_versions = channel.empty()
+
+    // Synthetic cohorts (the test profile): 'cohort' stands for --input, 'train' for --train_input.
+    def synthetic = []
+    if (inference && params.synth) {
+        synthetic << [id: 'cohort', seed: params.synth_seed]
+    }
+    if (training && params.synth_train) {
+        synthetic << [id: 'train', seed: params.synth_seed + 1]
+    }
+    SYNTH(channel.fromList(synthetic))
+    ch_versions = ch_versions.mix(SYNTH.out.versions)
+    ch_synthetic = SYNTH.out.cohort.flatMap { meta, folder ->
+        def sheet = folder.resolve('samplesheet.csv')
+        sheet.splitCsv(header: true).collect { row ->
+            scanInput([id: meta.id, subject: row.subject], row.scan, sheet)
+        }
+    }
+
+    def prepareMode = params.mode == 'train' ? 'evaluate' : params.mode
+    ch_input = params.synth
+        ? ch_synthetic.filter { meta, scan -> meta.id == 'cohort' }
+        : channel.fromList(params.input && inference ? readSamplesheet(params.input) : [])
+    ch_train = params.synth_train
+        ? ch_synthetic.filter { meta, scan -> meta.id == 'train' }
+        : channel.fromList(params.train_input ? readSamplesheet(params.train_input) : [])
+
+    // Every learned method's checkpoint, by kind: those given, then those trained in this run,
+    // which replace a given one of the same kind.
+    def given = params.checkpoint ? checkpointsByKind(params.checkpoint) : [:]
+    def checkpoints = given.values() as List
+    ch_refine_checkpoint = params.refine_checkpoint && !params.skip_refine
+        ? channel.value(file(params.refine_checkpoint, checkIfExists: true))
+        : channel.empty()
+    def baselines = params.train_baselines ? params.train_baselines.tokenize(',')*.trim().unique() : []
+    if (training) {
+        TRAINING(ch_train.map { meta, scan -> [meta + [mode: 'evaluate'], scan] }, baselines)
+        ch_versions = ch_versions.mix(TRAINING.out.versions)
+        // kinds trained here: stage 1 ('stage1', tssc_py.stage1.train.KIND) and each baseline
+        def trained = ['stage1'] + baselines
+        given.findAll { kind, folder -> kind in trained }.each { kind, folder ->
+            log.warn "--checkpoint ${folder}: replaced by the ${kind} model trained in this run"
+        }
+        def kept = given.findAll { kind, folder -> !(kind in trained) }.values() as List
+        checkpoints = TRAINING.out.checkpoints.toList().map { folders -> kept + folders }
+        ch_refine_checkpoint = TRAINING.out.refine_checkpoint
+    }
+    if (inference) {
+        def dataset = params.dataset ?: (params.synth ? 'synthetic' : datasetLabel(params.input))
+        INFERENCE(ch_input.map { meta, scan -> [meta + [mode: prepareMode], scan] }, checkpoints, ch_refine_checkpoint, dataset)
+        ch_versions = ch_versions.mix(INFERENCE.out.versions)
+    }
+
+    ch_versions
+        .map { versions -> versions.text }
+        .collect()
+        .map { texts -> mergeVersions(texts) }
+        .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info")
+}
+
+// --checkpoint: comma-separated checkpoint/ folders, at most one of each kind -> [ kind: folder ].
+def checkpointsByKind(String list) {
+    def found = [:]
+    list.tokenize(',')*.trim().findAll { text -> text }.each { text ->
+        def folder = file(text, checkIfExists: true)
+        def config = folder.resolve('config.json')
+        if (!config.exists()) {
+            error "--checkpoint ${text}: no config.json; give checkpoint/ folders of tssc-train-stage1 or tssc-train-baseline"
+        }
+        def kind = new groovy.json.JsonSlurper().parseText(config.text).kind
+        if (found.containsKey(kind)) {
+            error "--checkpoint: two ${kind} checkpoints, ${found[kind]} and ${folder}; give one of each kind"
+        }
+        found[kind] = folder
+    }
+    return found
+}
+
+// The report's default dataset label: the samplesheet's name without .csv, each run of
+// characters other than letters, digits, '.', '_', '-' made '_' (tssc_py.report.folder_label).
+def datasetLabel(String sheet) {
+    def label = file(sheet).baseName.replaceAll(/[^A-Za-z0-9._-]+/, '_')
+    return label.replace('.', '') ? label : 'dataset'
+}
+
+// Rows of a samplesheet, validated against assets/schema_input.json: [ meta, scan ].
+def readSamplesheet(String sheet) {
+    def path = file(sheet, checkIfExists: true)
+    return samplesheetToList(path, "${projectDir}/assets/schema_input.json").collect { meta, scan ->
+        scanInput(meta, scan, path)
+    }
+}
+
+// [ meta, scan path ] of one row; relative scan paths are relative to the samplesheet, as in
+// tssc-run. meta: subject, start_frame, end_frame (null when absent) and the result's suffix.
+def scanInput(Map meta, String cell, sheet) {
+    def scan = cell.trim()
+    def path = scan.startsWith('/') || scan.contains('://') ? file(scan) : sheet.parent.resolve(scan)
+    def name = path.name.toLowerCase()
+    if (name.endsWith('.mhd') || name.endsWith('.nhdr')) {
+        error "${sheet}: ${meta.subject}: ${scan}: detached-header images are not staged with their data file; convert to .mha or .nrrd"
+    }
+    def suffix = ['.nii.gz', '.nii', '.mha', '.nrrd'].find { known -> name.endsWith(known) }
+    if (!suffix) {
+        error "${sheet}: ${meta.subject}: ${scan}: unsupported file type; use .nii, .nii.gz, .mha or .nrrd"
+    }
+    if (!path.exists()) {
+        error "${sheet}: ${meta.subject}: ${scan}: no such file"
+    }
+    def frames = [:]
+    ['start_frame', 'end_frame'].each { key -> frames[key] = meta[key] instanceof Integer ? meta[key] : null }
+    return [meta + frames + [suffix: suffix], path]
+}
+
+// One software_versions.yml for the run: every version each process reported, by process.
+def mergeVersions(List texts) {
+    def merged = new TreeMap()
+    texts.each { text ->
+        new org.yaml.snakeyaml.Yaml().load(text).each { process, tools ->
+            def entry = merged.get(process.tokenize(':').last(), new TreeMap())
+            tools.each { tool, version -> entry.get(tool, new TreeSet()) << version.toString() }
+        }
+    }
+    return merged.collect { process, tools ->
+        "${process}:\n" + tools.collect { tool, versions -> "    ${tool}: \"${versions.join(', ')}\"" }.join('\n')
+    }.join('\n') + '\n'
+}

@@ -1,0 +1,33 @@
+include { shellQuote; shellQuoteAll } from '../functions'
+
+process ASSEMBLE {
+    tag "${meta.subject}:${meta.method}"
+    label 'process_low'
+
+    input:
+    tuple val(meta), path(chunks, stageAs: 'filled/*'), path(record)
+
+    output:
+    tuple val(meta), path("${meta.method}/${meta.subject}.nii"), emit: filled
+    path 'versions.yml'                                        , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    tssc-assemble \\
+        --record ${shellQuote(record)} \\
+        --out ${shellQuote("${meta.method}/${meta.subject}.nii")} \\
+        ${args} \\
+        ${shellQuoteAll(chunks)}
+
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    """
+
+    stub:
+    """
+    mkdir -p ${shellQuote(meta.method)}
+    touch ${shellQuote("${meta.method}/${meta.subject}.nii")}
+
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    """
+}

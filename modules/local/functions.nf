@@ -1,0 +1,33 @@
+/*
+ * Shell quoting for process scripts. Every value a script: or stub: block passes to a command
+ * goes through one of these, so file names with spaces or quotes reach the command unchanged.
+ */
+
+// The value as one single-quoted shell word (a ' inside becomes '\'').
+def shellQuote(value) {
+    return "'" + value.toString().replace("'", "'\\''") + "'"
+}
+
+// A command-line option: nothing for null or false, the bare flag for true, else flag and value.
+def optionArg(String flag, value) {
+    if (value == null || value == false) {
+        return ''
+    }
+    return value == true ? flag : "${flag} ${shellQuote(value)}"
+}
+
+// Staged files as a list: Nextflow hands a path input holding one file as that file (a Path
+// is also an Iterable of its name parts, so it must not be iterated), several as a list.
+def stagedList(files) {
+    return files instanceof java.nio.file.Path ? [files] : (files ?: [])
+}
+
+// Each staged file as one quoted shell word, blank-separated (nothing for none).
+def shellQuoteAll(files) {
+    return stagedList(files).collect { file -> shellQuote(file) }.join(' ')
+}
+
+// A repeatable option, once per staged file: --flag 'a' --flag 'b' (nothing for none).
+def optionArgs(String flag, files) {
+    return stagedList(files).collect { file -> optionArg(flag, file) }.join(' ')
+}

@@ -1,0 +1,37 @@
+include { shellQuote; optionArg } from '../functions'
+
+process METRICS {
+    tag "${meta.subject}:${meta.method}"
+    label 'process_low'
+
+    input:
+    tuple val(meta), path(prediction, stageAs: 'prediction/*'), path(truth, stageAs: 'truth/*'), path(record)
+
+    output:
+    tuple val(meta), path("metrics/${meta.subject}.${meta.method}.frames.csv") , emit: frames
+    tuple val(meta), path("metrics/${meta.subject}.${meta.method}.metrics.csv"), emit: metrics
+    path 'versions.yml'                                                        , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    tssc-metrics \\
+        --prediction ${shellQuote(prediction)} \\
+        --truth ${shellQuote(truth)} \\
+        --record ${shellQuote(record)} \\
+        --method ${shellQuote(meta.method)} \\
+        --out metrics \\
+        ${optionArg('--ssim', params.ssim)} \\
+        ${args}
+
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    """
+
+    stub:
+    """
+    mkdir -p metrics
+    touch ${shellQuote("metrics/${meta.subject}.${meta.method}.frames.csv")} ${shellQuote("metrics/${meta.subject}.${meta.method}.metrics.csv")}
+
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    """
+}

@@ -1,0 +1,33 @@
+include { shellQuote; optionArg } from '../functions'
+
+process RESTORE {
+    tag "${meta.subject}:${meta.method}"
+    label 'process_low'
+
+    input:
+    tuple val(meta), path(filled, stageAs: 'filled/*'), path(record)
+
+    output:
+    tuple val(meta), path("${meta.method}/${meta.subject}${meta.suffix}"), emit: restored
+    path 'versions.yml'                                                  , emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    tssc-restore \\
+        --filled ${shellQuote(filled)} \\
+        --record ${shellQuote(record)} \\
+        --out ${shellQuote("${meta.method}/${meta.subject}${meta.suffix}")} \\
+        ${args}
+
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    """
+
+    stub:
+    """
+    mkdir -p ${shellQuote(meta.method)}
+    touch ${shellQuote("${meta.method}/${meta.subject}${meta.suffix}")}
+
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    """
+}

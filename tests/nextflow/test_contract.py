@@ -1,0 +1,186 @@
+"""The contract between the Nextflow processes and the bin/ scripts they run.
+
+Every command of every process's script: block is a bin/ script that exists and is executable,
+given only options its click command accepts (flags without values, valued options with one)
+and every option it requires; every stub: block creates each output the process declares; every
+value that reaches a script is shell-quoted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+
+import pytest
+
+from tests.nextflow.nextflow_files import (
+    REPEATED,
+    REPO,
+    STUB_COMMANDS,
+    VERSIONS,
+    Command,
+    Process,
+    commands,
+    ext_args,
+    glob_of,
+    interpolations,
+    option_table,
+    processes,
+)
+
+PROCESSES = processes()
+IDS = [p.name for p in PROCESSES]
+
+
+def check_command(command: Command) -> list[str]:
+    """Problems of one command line against its bin/ script (empty: none)."""
+    script = REPO / "bin" / command.name
+    if not (script.is_file() and os.access(script, os.X_OK)):
+        return [f"{command.name}: no executable bin/{command.name}"]
+    table = option_table(command.name)
+    problems = []
+    given = command.options()
+    for option, value in given:
+        param = table.get(option)
+        if param is None:
+            problems.append(f"{command.name} has no option {option}")
+        elif param.is_flag and value is not None:
+            problems.append(f"{command.name} {option} is a flag but gets {value!r}")
+        elif not param.is_flag and value is None:
+            problems.append(f"{command.name} {option} needs a value")
+        elif value == REPEATED and not param.multiple:
+            problems.append(f"{command.name} {option} is given once per file but is not repeatable")
+    names = {option for option, _ in given}
+    for param in table.values():
+        if param.required and not names & set(param.opts):
+            problems.append(f"{command.name}: required {param.opts[0]} is not given")
+    return problems
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=IDS)
+def test_script_commands_match_their_click_commands(process: Process) -> None:
+    lines = commands(process.template("script"))
+    assert lines, f"{process.name} has no script"
+    problems = [p for line in lines for p in check_command(line)]
+    assert not problems, f"{process.name}: {problems}"
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=IDS)
+def test_each_process_runs_one_bin_script_and_reports_versions(process: Process) -> None:
+    names = [line.name for line in commands(process.template("script"))]
+    tools = [n for n in names if n != VERSIONS]
+    assert len(tools) == 1 and tools[0].startswith("tssc-"), f"{process.name} runs {names}"
+    assert names.count(VERSIONS) == 1, f"{process.name} does not write versions.yml once"
+    versions = next(c for c in commands(process.template("script")) if c.name == VERSIONS)
+    assert ("--out", "versions.yml") in versions.options()
+    assert any(pattern == "versions.yml" for pattern, _, _ in process.outputs())
+
+
+def _created_paths(stub: list[Command]) -> list[tuple[str, bool]]:
+    """Files and folders a stub makes: (path with interpolations as X, is a folder)."""
+
+    def literal(word: str) -> str:
+        inner = re.fullmatch(r'«shellQuote\("(.*)"\)»', word)
+        text = inner.group(1) if inner else word
+        return re.sub(r"«[^»]*»|\$\{[^}]*\}", "X", text)
+
+    made = []
+    for line in stub:
+        words = line.words
+        if line.name == "touch":
+            made += [(literal(w), False) for w in words]
+        elif line.name == "mkdir":
+            made += [(literal(w), True) for w in words if w != "-p"]
+        elif ">" in words:
+            made.append((literal(words[words.index(">") + 1]), False))
+        if line.name == VERSIONS:
+            made.append((literal(words[words.index("--out") + 1]), False))
+    return made
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=IDS)
+def test_stub_creates_every_declared_output(process: Process) -> None:
+    stub = commands(process.template("stub"))
+    assert stub, f"{process.name} has no stub"
+    allowed = (*STUB_COMMANDS, VERSIONS)
+    assert all(line.name in allowed for line in stub), [line.name for line in stub]
+    made = _created_paths(stub)
+    for pattern, _, folder in process.outputs():
+        wanted = glob_of(pattern)
+        hits = [path for path, is_dir in made if fnmatch.fnmatch(path, wanted)]
+        if folder:
+            hits = [h for h in hits if (h, True) in made]
+        assert hits, f"{process.name}: the stub makes nothing matching output {pattern!r}"
+
+
+def _quoted(expression: str) -> bool:
+    # shellQuoteAll and optionArgs quote each of a list of staged files
+    helpers = ("shellQuote(", "shellQuoteAll(", "optionArg(", "optionArgs(")
+    return expression == "args" or expression.startswith(helpers)
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=IDS)
+def test_every_value_reaching_a_script_is_quoted(process: Process) -> None:
+    for section in ("script", "stub"):
+        loose = [e for e in interpolations(process.template(section)) if not _quoted(e)]
+        assert not loose, f"{process.name} {section}: unquoted {loose}"
+        groovy = process.groovy(section).strip()
+        assert groovy in ("", "def args = task.ext.args ?: ''"), groovy
+
+
+def test_quoting_helpers_escape_single_quotes() -> None:
+    text = (REPO / "modules/local/functions.nf").read_text()
+    assert """value.toString().replace("'", "'\\\\''")""" in text
+
+
+def _process_for(selector: str) -> list[Process]:
+    names = [p.name for p in PROCESSES]
+    return [p for p in PROCESSES if re.fullmatch(selector.split(":")[-1], p.name)] or pytest.fail(
+        f"withName {selector!r} matches no process of {names}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "selector", "value"), ext_args(), ids=[f"{s}" for _, s, _ in ext_args()]
+)
+def test_config_ext_args_are_options_of_the_command(path, selector: str, value: str) -> None:
+    for process in _process_for(selector):
+        command = next(c for c in commands(process.template("script")) if c.name != VERSIONS)
+        given = Command(command.name, value.split(), [])
+        problems = [p for p in check_command(given) if "required" not in p]
+        assert not problems, f"{path.name} {selector}: {problems}"
+
+
+def test_every_process_is_included_and_called() -> None:
+    workflows = [REPO / "main.nf", *REPO.glob("workflows/*.nf"), *REPO.glob("subworkflows/**/*.nf")]
+    text = "\n".join(p.read_text() for p in workflows)
+    for process in PROCESSES:
+        assert re.search(rf"include \{{\s*{process.name}\s*\}}", text), process.name
+        assert re.search(rf"\b{process.name}\(", text), f"{process.name} is never called"
+
+
+def test_ext_args_reach_every_script() -> None:
+    for process in PROCESSES:
+        command = next(c for c in commands(process.template("script")) if c.name != VERSIONS)
+        assert "args" in command.expressions, f"{process.name} ignores task.ext.args"
+
+
+def test_a_repeated_option_must_be_repeatable() -> None:
+    given = Command("tssc-interpolate", [], ["optionArgs('--checkpoint', checkpoints)"])
+    assert ("--checkpoint", REPEATED) in given.options()
+    assert not [p for p in check_command(given) if "--checkpoint" in p]
+    once = Command("tssc-interpolate", [], ["optionArgs('--method', methods)"])
+    assert "tssc-interpolate --method is given once per file but is not repeatable" in (
+        check_command(once)
+    )
+
+
+def test_interpolate_gets_every_checkpoint_each_in_its_own_folder() -> None:
+    # Every checkpoint folder is named checkpoint/: staged side by side they would collide.
+    interpolate = next(p for p in PROCESSES if p.name == "INTERPOLATE")
+    assert re.search(
+        r"^\s*path checkpoints, stageAs: 'checkpoints/\*/\*'", interpolate.sections["input"], re.M
+    )
+    command = commands(interpolate.template("script"))[0]
+    assert ("--checkpoint", REPEATED) in command.options()

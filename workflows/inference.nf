@@ -1,0 +1,91 @@
+/*
+ * --mode evaluate / upsample: PREPARE -> FILL (SPLIT, INTERPOLATE per chunk and method,
+ * ASSEMBLE) -> REFINE (stage 2) -> RESTORE -> METRICS -> REPORT (evaluate mode only: the
+ * tables, figures and report.html of tssc-run).
+ */
+
+include { PREPARE } from '../modules/local/prepare'
+include { REFINE  } from '../modules/local/refine'
+include { RESTORE } from '../modules/local/restore'
+include { METRICS } from '../modules/local/metrics'
+include { REPORT  } from '../modules/local/report'
+include { FILL; withRecord } from '../subworkflows/local/fill'
+
+workflow INFERENCE {
+    take:
+    ch_scans              // [ meta, scan ]
+    checkpoints           // checkpoint/ folders of the learned methods (a list, possibly empty)
+    ch_refine_checkpoint  // stage-2 checkpoint folder; empty: no refinement
+    dataset               // the cohort's label in the report
+
+    main:
+    ch_versions = channel.empty()
+
+    PREPARE(ch_scans)
+    ch_versions = ch_versions.mix(PREPARE.out.versions)
+
+    def methods = params.methods.tokenize(',')*.trim().unique()
+    FILL(PREPARE.out.prepared, methods, checkpoints)
+    ch_versions = ch_versions.mix(FILL.out.versions)
+
+    // Stage 2 refines the --refine_method output; the result is the method 'tssc', the name
+    // tssc-run reports it under (tssc_py.stage2.refine.REFINED).
+    ch_refine = FILL.out.filled
+        .filter { meta, filled, record -> meta.method == params.refine_method }
+        .map { meta, filled, record -> [meta + [method: 'tssc'], filled, record] }
+        .combine(ch_refine_checkpoint)
+    REFINE(ch_refine)
+    ch_versions = ch_versions.mix(REFINE.out.versions)
+    ch_records = PREPARE.out.prepared.map { meta, volume, record -> [meta.subject, record] }
+    ch_filled = FILL.out.filled.mix(withRecord(REFINE.out.refined, ch_records))
+
+    RESTORE(ch_filled)
+    ch_versions = ch_versions.mix(RESTORE.out.versions)
+
+    if (params.mode == 'evaluate') {
+        ch_truth = PREPARE.out.prepared.map { meta, volume, record -> [meta.subject, volume] }
+        ch_scores = ch_filled
+            .map { meta, filled, record -> [meta.subject, meta, filled, record] }
+            .combine(ch_truth, by: 0)
+            .map { subject, meta, filled, record, truth -> [meta, filled, truth, record] }
+        METRICS(ch_scores)
+        ch_versions = ch_versions.mix(METRICS.out.versions)
+
+        // The example figures show one subject: its prepared truth and every method's series.
+        ch_figure_subject = ch_scans.map { meta, scan -> meta.subject }.toList().map { subjects -> figureSubject(subjects) }
+        ch_example_prepared = PREPARE.out.prepared
+            .combine(ch_figure_subject)
+            .filter { meta, volume, record, subject -> meta.subject == subject }
+            .map { meta, volume, record, subject -> [volume, record] }
+            .collect()
+        // Each series is METHOD/SUBJECT.nii in its task's folder: the METHOD folder is staged.
+        ch_example_filled = ch_filled
+            .combine(ch_figure_subject)
+            .filter { meta, filled, record, subject -> meta.subject == subject }
+            .map { meta, filled, record, subject -> filled.parent }
+            .collect()
+        REPORT(
+            dataset,
+            ch_figure_subject,
+            METRICS.out.frames.map { meta, frames -> frames }.collect(),
+            ch_example_prepared,
+            ch_example_filled
+        )
+        ch_versions = ch_versions.mix(REPORT.out.versions)
+    }
+
+    emit:
+    restored = RESTORE.out.restored
+    versions = ch_versions
+}
+
+// --figure_subject, checked against the input's subjects; by default the first, as tssc-run.
+def figureSubject(List subjects) {
+    if (!params.figure_subject) {
+        return subjects[0]
+    }
+    if (!(params.figure_subject in subjects)) {
+        error "--figure_subject ${params.figure_subject} is not a subject of the input (${subjects.join(', ')})"
+    }
+    return params.figure_subject
+}
