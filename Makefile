@@ -81,7 +81,7 @@ stage1-cpu: $(STAMP)
 stage2-cpu: $(STAMP)
 	$(PY) benchmarks/stage2_recipe.py --stage1-run stage1_cpu --out stage2_cpu $(ARGS)
 
-# The registration baselines on the CPU (about 35 minutes on one thread): trains voxelmorph,
+# The registration baselines on the CPU (12 minutes on one thread of a shared 2-core CPU): trains voxelmorph,
 # transmorph and uvinet in baselines_cpu/ and scores them and demons against linear on
 # held-out synthetic subjects. Resume with ARGS=--resume.
 baselines-cpu: $(STAMP)

@@ -58,6 +58,15 @@ workflow {
     // Every learned method's checkpoint, by kind: those given, then those trained in this run,
     // which replace a given one of the same kind.
     def given = params.checkpoint ? checkpointsByKind(params.checkpoint) : [:]
+    def methods = params.methods.tokenize(',')*.trim()
+    if (inference && !params.skip_refine && !(params.refine_method in methods)) {
+        if (params.refine_checkpoint) {
+            error "--refine_checkpoint: stage 2 refines the ${params.refine_method} output; add ${params.refine_method} to --methods (or give --skip_refine)"
+        }
+        if (training) {
+            log.warn "stage 2 trained in this run refines the ${params.refine_method} output, which --methods does not include: no tssc output"
+        }
+    }
     def checkpoints = given.values() as List
     ch_refine_checkpoint = params.refine_checkpoint && !params.skip_refine
         ? channel.value(file(params.refine_checkpoint, checkIfExists: true))
@@ -90,6 +99,9 @@ workflow {
 
 // --checkpoint: comma-separated checkpoint/ folders, at most one of each kind -> [ kind: folder ].
 def checkpointsByKind(String list) {
+    // The kinds (config.json "kind") of the learned methods' checkpoints:
+    // tssc_py.stage1.train.KIND and tssc_py.baselines.MODELS (a test keeps them equal).
+    def kinds = ['stage1', 'voxelmorph', 'transmorph', 'uvinet']
     def found = [:]
     list.tokenize(',')*.trim().findAll { text -> text }.each { text ->
         def folder = file(text, checkIfExists: true)
@@ -98,6 +110,9 @@ def checkpointsByKind(String list) {
             error "--checkpoint ${text}: no config.json; give checkpoint/ folders of tssc-train-stage1 or tssc-train-baseline"
         }
         def kind = new groovy.json.JsonSlurper().parseText(config.text).kind
+        if (!(kind in kinds)) {
+            error "--checkpoint ${text}: a '${kind}' checkpoint; give checkpoint/ folders of kind ${kinds.join(', ')} (stage 2: --refine_checkpoint)"
+        }
         if (found.containsKey(kind)) {
             error "--checkpoint: two ${kind} checkpoints, ${found[kind]} and ${folder}; give one of each kind"
         }

@@ -1,6 +1,6 @@
 """Registration baselines on the CPU: train each learned baseline, score all against linear.
 
-One command (``make baselines-cpu``, about half an hour on one thread of a shared 2-core CPU):
+One command (``make baselines-cpu``, 12 minutes on one thread of a shared 2-core CPU):
 
 1. synthesises a training cohort (8 ``knee`` and 8 ``cardiac`` subjects, seed 1) and held-out
    ``knee`` and ``cardiac`` cohorts (seed 2), 64x64x16 voxels, 12 frames, as

@@ -196,9 +196,12 @@ def test_gather_errors(tmp_path: Path, scores: Path) -> None:
     pd.DataFrame({"subject": ["a"], "method": ["m"], "frame": [1], "mae": [0.1]}).to_csv(
         bad, index=False
     )
-    with pytest.raises(TsscError, match=r"missing column\(s\) psnr, ssim, cross_slice") as err:
+    with pytest.raises(TsscError, match=r"missing column\(s\) psnr, ssim;") as err:
         report.gather([bad])
     assert err.value.path == bad
+    older = tmp_path / "older.frames.csv"  # scored before the cross-slice error existed
+    pd.read_csv(bad).assign(psnr=20.0, ssim=0.5).to_csv(older, index=False)
+    assert report.gather([older])["cross_slice"].isna().all()
 
     binary = tmp_path / "binary.frames.csv"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 10)
@@ -273,8 +276,9 @@ def test_load_example(run: Path) -> None:
     ]  # fmt: skip
     assert report.load_example(run / "metrics", "blobs", []) is None
 
-    with pytest.raises(TsscError, match="no filled series of subject 'x'"):
-        report.load_example(run, "blobs", [], "x")
+    assert report.load_example(run, "blobs", [], "x") is None  # another dataset may have it
+    with pytest.raises(TsscError, match="no dataset has a filled series of the figure subject"):
+        report.write_report(run / "report_x", [], [("blobs", run)], figure_subject="x")
     short = read_scan(run / report.PREPARED / "s0.nii.gz")
     bad = run / report.FILLED / "linear" / "s0.nii.gz"
     write_scan(short.replace(data=short.data[..., :3]), bad, overwrite=True)

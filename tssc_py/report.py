@@ -115,6 +115,8 @@ def _read_frames(path: Path) -> pd.DataFrame:
         table = pd.read_csv(path, dtype={"subject": str, "method": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
         raise TsscError("not a per-frame metrics CSV", path) from None
+    if "cross_slice" not in table.columns:
+        table["cross_slice"] = np.nan  # scored before that metric existed: reported as empty
     missing = [c for c in FRAME_COLUMNS if c not in table.columns]
     if missing:
         raise TsscError(
@@ -377,7 +379,9 @@ def _image_of(folder: Path, subject: str) -> Path | None:
 def load_example(
     folder: Path, dataset: str, methods: Sequence[str], subject: str | None = None
 ) -> Example | None:
-    """The example figures' data from a ``tssc-run`` folder, or None if it has no ``filled/``.
+    """The example figures' data from a ``tssc-run`` folder.
+
+    None if it has no ``filled/``, or no filled series of the given ``subject``.
 
     Args:
         folder: The run folder (``prepared/`` and ``filled/METHOD/`` in it).
@@ -386,7 +390,7 @@ def load_example(
         subject: The subject to show; default the first (sorted) with a filled series.
 
     Raises:
-        TsscError: if the subject, its truth or record is missing, the record is not in
+        TsscError: if the subject's truth or record is missing, the record is not in
             evaluate mode, or a filled series does not have the truth's shape.
     """
     filled = Path(folder) / FILLED
@@ -403,7 +407,7 @@ def load_example(
             return None
         subject = subjects[0]
     elif subject not in subjects:
-        raise TsscError(f"no filled series of subject {subject!r}", filled)
+        return None  # another dataset of the report may have it
     prepared = Path(folder) / PREPARED
     record = load_record(prepared / f"{subject}.json")
     if record.mode != "evaluate":
@@ -591,6 +595,8 @@ def write_report(
                 figures.append((f"examples.{label}.png", _png(plot_examples(example))))
                 figures.append((f"errors.{label}.png", _png(plot_errors(example))))
                 break
+    if figure_subject is not None and len(figures) == 1:
+        raise TsscError(f"no dataset has a filled series of the figure subject {figure_subject!r}")
     written = []
     with outputs(overwrite) as group:
         for _, name, table in tables:

@@ -31,6 +31,7 @@ from tssc_py.checkpoint import (
 from tssc_py.errors import TsscError
 
 T = TypeVar("T")
+Options = TypeVar("Options", bound="RunOptions")
 
 LOG_EVERY = 50
 """Steps between log rows (besides the rows at validations and checkpoints)."""
@@ -128,10 +129,11 @@ class Run:
                 "holds an earlier run (use --resume to continue or --overwrite)", self.out
             )
 
-    @property
-    def saved_train_options(self) -> dict[str, Any]:
-        """The training options stored with the checkpoint being resumed (empty if none)."""
-        return dict(self.saved.config["train"]) if self.saved is not None else {}
+    def options(self, given: Options) -> Options:
+        """The options to run with: on resume the saved ones, except ``steps`` (may grow)."""
+        if self.saved is None:
+            return given
+        return type(given)(**{**self.saved.config["train"], "steps": given.steps})
 
     def check_saved(self, key: str, value: Any, problem: str) -> None:
         """Refuse to resume when the saved config's ``key`` differs from ``value``.
@@ -154,7 +156,7 @@ class Run:
         if self.saved is None:
             return 0
         for name, module in modules.items():
-            module.load_state_dict(self.saved.tensors(name, device))
+            self.saved.load_into(module, name)
         state = self.saved.json("training")
         tensors = self.saved.tensors("training")
         load_optimizer_state(optimizer, tensors, state["optimizer"])
@@ -238,4 +240,12 @@ class Run:
         if not self.log_path.is_file():
             return []
         with self.log_path.open(newline="") as handle:
-            return [row for row in csv.DictReader(handle) if int(row["step"]) <= up_to]
+            reader = csv.DictReader(handle)
+            rows = [row for row in reader if int(row["step"]) <= up_to]
+        if tuple(reader.fieldnames or ()) != self.columns:
+            raise TsscError(
+                f"has the columns {reader.fieldnames}, this version logs {list(self.columns)}: "
+                "start afresh with --overwrite",
+                self.log_path,
+            )
+        return rows

@@ -29,7 +29,7 @@ workflow INFERENCE {
     ch_versions = ch_versions.mix(FILL.out.versions)
 
     // Stage 2 refines the --refine_method output; the result is the method 'tssc', the name
-    // tssc-run reports it under (tssc_py.stage2.refine.REFINED).
+    // tssc-run reports it under (tssc_py.stage2.REFINED).
     ch_refine = FILL.out.filled
         .filter { meta, filled, record -> meta.method == params.refine_method }
         .map { meta, filled, record -> [meta + [method: 'tssc'], filled, record] }

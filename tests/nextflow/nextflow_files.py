@@ -227,6 +227,49 @@ def _literal(raw: str) -> object:
     return float(raw) if "." in raw else int(raw)
 
 
+INCLUDE = re.compile(r"include\s*\{([^}]*)\}\s*from\s*'([^']+)'")
+
+
+def _include_target(path: Path, source: str) -> Path:
+    """The file an ``include ... from 'source'`` in ``path`` reads (Nextflow's resolution)."""
+    target = (path.parent / source).resolve()
+    if target.is_dir():
+        return target / "main.nf"
+    return target if target.suffix == ".nf" else target.with_suffix(".nf")
+
+
+def qualified_names() -> dict[str, set[str]]:
+    """Each process's fully qualified names (``WORKFLOW:SUBWORKFLOW:PROCESS``), as Nextflow
+    forms them from the includes below the unnamed entry workflow of main.nf.
+    """
+    known = {p.name for p in processes()}
+    names: dict[str, set[str]] = {name: set() for name in known}
+
+    def walk(path: Path, prefix: str) -> None:
+        for items, source in INCLUDE.findall(path.read_text()):
+            if source.startswith("plugin/"):
+                continue
+            target = _include_target(path, source)
+            for item in items.split(";"):
+                name = item.split(" as ")[-1].strip()
+                if name in known:
+                    names[name].add(prefix + name)
+                elif re.search(rf"^workflow\s+{name}\b", target.read_text(), re.M):
+                    walk(target, f"{prefix}{name}:")
+
+    walk(REPO / "main.nf", "")
+    return names
+
+
+def selectors() -> list[tuple[Path, str]]:
+    """Every ``withName`` selector of the configs: (file, pattern)."""
+    return [
+        (path, match)
+        for path in CONFIG_FILES
+        for match in re.findall(r"withName:\s*'([^']+)'", path.read_text())
+    ]
+
+
 def ext_args() -> list[tuple[Path, str, str]]:
     """Every ``ext.args = '...'`` of the configs: (file, withName selector, value)."""
     found = []

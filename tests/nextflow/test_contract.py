@@ -27,6 +27,8 @@ from tests.nextflow.nextflow_files import (
     interpolations,
     option_table,
     processes,
+    qualified_names,
+    selectors,
 )
 
 PROCESSES = processes()
@@ -134,11 +136,31 @@ def test_quoting_helpers_escape_single_quotes() -> None:
     assert """value.toString().replace("'", "'\\\\''")""" in text
 
 
+QUALIFIED = qualified_names()
+
+
 def _process_for(selector: str) -> list[Process]:
-    names = [p.name for p in PROCESSES]
-    return [p for p in PROCESSES if re.fullmatch(selector.split(":")[-1], p.name)] or pytest.fail(
-        f"withName {selector!r} matches no process of {names}"
-    )
+    """The processes a selector applies to: Nextflow full-matches it against the simple and
+    the fully qualified name of each process."""
+    return [
+        p
+        for p in PROCESSES
+        if any(re.fullmatch(selector, name) for name in {p.name, *QUALIFIED[p.name]})
+    ]
+
+
+@pytest.mark.parametrize(("path", "selector"), selectors(), ids=[s for _, s in selectors()])
+def test_every_selector_applies_to_a_process(path, selector: str) -> None:
+    names = sorted({n for p in PROCESSES for n in {p.name, *QUALIFIED[p.name]}})
+    for branch in selector.split("|"):  # each alternative on its own: none may be dead
+        assert _process_for(branch), (
+            f"{path.name}: {branch!r} of {selector!r} matches none of {names}"
+        )
+
+
+def test_every_process_has_a_qualified_name() -> None:
+    assert all(QUALIFIED[p.name] for p in PROCESSES), QUALIFIED
+    assert "INFERENCE:FILL:ASSEMBLE" in QUALIFIED["ASSEMBLE"]
 
 
 @pytest.mark.parametrize(

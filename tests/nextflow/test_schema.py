@@ -203,3 +203,9 @@ def test_method_params_name_registered_methods() -> None:
 
 def test_the_pipeline_knows_the_stage_1_checkpoint_kind() -> None:
     assert f"['{STAGE1_KIND}'] + baselines" in (REPO / "main.nf").read_text()
+
+
+def test_checkpoint_kinds_match_the_package() -> None:
+    listed = re.search(r"^\s*def kinds = \[(.*)\]$", (REPO / "main.nf").read_text(), re.M)
+    assert listed is not None
+    assert re.findall(r"'(\w+)'", listed.group(1)) == [STAGE1_KIND, *MODELS]

@@ -87,6 +87,10 @@ def test_refusals(prepared: Path, tmp_path: Path) -> None:
         train([others], run, tiny_train_config(steps=3), resume=True, show_progress=False)
     with pytest.raises(TsscError, match="leave none for training"):
         train([others], tmp_path / "r2", tiny_train_config(val_subjects=2), show_progress=False)
+    log = run / "log.csv"  # a log of another version: one clear line, not a traceback
+    log.write_text(log.read_text().replace("val_psnr", "val_old_psnr"))
+    with pytest.raises(TsscError, match="this version logs"):
+        train([prepared], run, tiny_train_config(steps=3), resume=True, show_progress=False)
 
 
 def test_learning_rate_schedule() -> None:

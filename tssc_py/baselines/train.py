@@ -132,8 +132,7 @@ def train(
             (another model, other subjects or data of another shape).
     """
     run = Run(out, config.model, LOG_COLUMNS, resume, overwrite)
-    if resume:
-        config = TrainConfig(**{**run.saved_train_options, "steps": config.steps})
+    config = run.options(config)
 
     cohort = load_cohort(prepared_images(inputs), config.frames)
     train_set, val_set = hold_out(cohort, config.val_subjects, lambda s: s.subject)

@@ -15,6 +15,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -141,6 +142,10 @@ class Learned(PairMethod):
 
     options = ("checkpoint", "device", "batch_size")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.checkpoint_kind = cls.name
+
     def __init__(
         self, checkpoint: str | Path | None = None, device: str = "auto", batch_size: int = 16
     ) -> None:
@@ -168,7 +173,6 @@ class VoxelMorph(Learned):
     """VoxelMorph (Balakrishnan et al., IEEE TMI 2019): a U-Net predicts the flows."""
 
     name = "voxelmorph"
-    checkpoint_kind = "voxelmorph"
 
 
 @register
@@ -176,7 +180,6 @@ class TransMorph(Learned):
     """TransMorph (Chen et al., Medical Image Analysis 2022): a Swin-transformer U-Net."""
 
     name = "transmorph"
-    checkpoint_kind = "transmorph"
 
 
 @register
@@ -184,4 +187,3 @@ class UVINet(Learned):
     """UVI-Net (Kim et al., CVPR 2024): flows, warped feature pyramids, a refinement U-Net."""
 
     name = "uvinet"
-    checkpoint_kind = "uvinet"

@@ -174,8 +174,7 @@ def train(
         TsscError: For bad data, a run folder in the way, or a checkpoint that does not fit.
     """
     run = Run(out, KIND, LOG_COLUMNS, resume, overwrite)
-    if resume:
-        config = TrainConfig(**{**run.saved_train_options, "steps": config.steps})
+    config = run.options(config)
 
     images = prepared_images(inputs)
     cohort = load_cohort(images, config.frames)

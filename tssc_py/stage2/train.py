@@ -154,8 +154,7 @@ def train(
     if (stage1 is None) == (stage1_outputs is None):
         raise TsscError("give either a stage-1 checkpoint or a folder of stage-1 outputs")
     run = Run(out, KIND, LOG_COLUMNS, resume, overwrite)
-    if resume:
-        config = TrainConfig(**{**run.saved_train_options, "steps": config.steps})
+    config = run.options(config)
     images = prepared_images(inputs)
     subjects = sorted(load_record(record_path(p)).subject for p in images)
     run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")
