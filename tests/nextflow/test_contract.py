@@ -206,3 +206,12 @@ def test_interpolate_gets_every_checkpoint_each_in_its_own_folder() -> None:
     )
     command = commands(interpolate.template("script"))[0]
     assert ("--checkpoint", REPEATED) in command.options()
+
+
+@pytest.mark.parametrize("process", PROCESSES, ids=IDS)
+def test_versions_name_the_device_a_process_ran_on(process: Process) -> None:
+    """The GPU and state-space backend in versions.yml are those of the task's --device."""
+    script = commands(process.template("script"))
+    tool, versions = script[0], next(c for c in script if c.name == VERSIONS)
+    runs_on_device = "--device" in dict(tool.options())
+    assert ("--device" in dict(versions.options())) == runs_on_device, process.name

@@ -32,7 +32,7 @@ process INTERPOLATE {
         ${optionArg('--weights', params.weights)} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 
     stub:
@@ -40,6 +40,6 @@ process INTERPOLATE {
     mkdir -p filled
     touch ${shellQuote("filled/${chunk.name}")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 }

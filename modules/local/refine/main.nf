@@ -26,7 +26,7 @@ process REFINE {
         ${optionArg('--device', params.device)} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 
     stub:
@@ -34,6 +34,6 @@ process REFINE {
     mkdir -p ${shellQuote(meta.method)}
     touch ${shellQuote("${meta.method}/${meta.subject}.nii")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 }

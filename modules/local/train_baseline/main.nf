@@ -35,7 +35,7 @@ process TRAIN_BASELINE {
         ${optionArg('--device', params.device)} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 
     stub:
@@ -43,6 +43,6 @@ process TRAIN_BASELINE {
     mkdir -p ${shellQuote("baselines/${model}/checkpoint")}
     touch ${shellQuote("baselines/${model}/checkpoint/config.json")} ${shellQuote("baselines/${model}/log.csv")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 }

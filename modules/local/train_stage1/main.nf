@@ -33,7 +33,7 @@ process TRAIN_STAGE1 {
         ${optionArg('--device', params.device)} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 
     stub:
@@ -41,6 +41,6 @@ process TRAIN_STAGE1 {
     mkdir -p stage1/checkpoint
     touch stage1/checkpoint/config.json stage1/log.csv
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 }

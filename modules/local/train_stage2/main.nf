@@ -37,7 +37,7 @@ process TRAIN_STAGE2 {
         ${optionArg('--device', params.device)} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 
     stub:
@@ -45,6 +45,6 @@ process TRAIN_STAGE2 {
     mkdir -p stage2/checkpoint
     touch stage2/checkpoint/config.json stage2/log.csv
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
     """
 }
