@@ -87,3 +87,13 @@ def test_run_refuses_unknown_methods_and_full_folders(tmp_path: Path, cohort: Pa
     with pytest.raises(TsscError, match="dataset label 'a b'"):
         run_cohort(str(cohort), tmp_path / "r2", ["linear"], dataset="a b")
     assert not (tmp_path / "r2").exists()
+
+
+def test_overwrite_reports_only_this_run(tmp_path: Path, cohort: Path) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    run_cohort(str(cohort), out, ["linear", "nearest"], config, show_progress=False)
+    run_cohort(str(cohort), out, ["linear"], config, overwrite=True, show_progress=False)
+    assert set(pd.read_csv(out / "report" / "summary.csv")["method"]) == {"linear"}
+    assert not list((out / "metrics").glob("*.nearest.*"))
+    assert not (out / "filled" / "nearest").exists()

@@ -15,6 +15,7 @@ Output layout under ``out``::
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -124,7 +125,8 @@ def run_cohort(
         config: Preparation options (a samplesheet's frame range overrides them per subject).
         chunk_size: Slices per chunk.
         ssim_mode: ``"3d"`` or ``"2d"``.
-        overwrite: Replace existing outputs; otherwise a non-empty ``out`` is refused.
+        overwrite: Replace existing outputs (an earlier run's ``metrics/``, ``filled/`` and
+            ``report/`` are removed first); otherwise a non-empty ``out`` is refused.
         show_progress: Draw a progress bar on stderr.
         method_options: Options for the methods (see :func:`~tssc_py.methods.get_method`).
         refine_options: Stage 2 (:func:`~tssc_py.stage2.refine.load_refiner`'s arguments:
@@ -162,6 +164,11 @@ def run_cohort(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise TsscError("output folder is not empty (use --overwrite to replace outputs)", out)
+    if overwrite:
+        # The scores, kept series and report describe one run: a rerun with fewer methods or
+        # subjects must not report what an earlier run left there.
+        for stale in ("metrics", FILLED, "report"):
+            shutil.rmtree(out / stale, ignore_errors=True)
     written: list[Path] = []
     with tqdm(
         total=len(subjects) * len(methods),
