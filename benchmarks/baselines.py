@@ -25,14 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from recipes import FRAMES, PREPARE, gain_rows, make_data
 
 from tssc_py.baselines import MODELS
 from tssc_py.baselines.train import TrainConfig, train
 from tssc_py.pipeline import run_cohort
-from tssc_py.prepare import PrepareConfig, prepare_file
-from tssc_py.synth import write_cohort
-
-SIZE, DEPTH, FRAMES = 64, 16, 12
 
 STEPS = {"voxelmorph": 1000, "transmorph": 300, "uvinet": 250}
 """Training steps per model (batch 8, the CLI defaults otherwise): at most about 8 minutes each
@@ -52,21 +49,7 @@ def main() -> None:
     out: Path = args.out
     started = time.monotonic()
 
-    cohorts = {
-        "train_knee": ("knee", 1, args.train_subjects),
-        "train_cardiac": ("cardiac", 1, args.train_subjects),
-        "knee": ("knee", 2, args.test_subjects),
-        "cardiac": ("cardiac", 2, args.test_subjects),
-    }
-    for name, (kind, seed, subjects) in cohorts.items():
-        if subjects and not (out / name / "samplesheet.csv").exists():
-            write_cohort(out / name, kind, subjects, SIZE, DEPTH, FRAMES, seed)
-    config = PrepareConfig(size=SIZE, depth=DEPTH)
-    for scan in sorted(out.glob("train_*/*.nii.gz")):
-        target = out / "prepared" / scan.name
-        if not target.exists():
-            prepare_file(scan, target, config)
-    print(f"data ready in {time.monotonic() - started:.0f} s", flush=True)
+    make_data(out, args.train_subjects, args.train_subjects, args.test_subjects)
 
     checkpoints = []
     for model in MODELS:
@@ -85,7 +68,7 @@ def main() -> None:
             str(out / kind / "samplesheet.csv"),
             run,
             ["linear", "demons", *MODELS],
-            config,
+            PREPARE,
             overwrite=True,
             show_progress=False,
             method_options={"checkpoint": checkpoints},
@@ -93,20 +76,7 @@ def main() -> None:
         print(f"{kind}: all methods run and scored in {time.monotonic() - begun:.0f} s")
         cohort = pd.read_csv(run / "report" / "cohort.csv")
         per_subject = {m: t.set_index("subject") for m, t in cohort.groupby("method")}
-        linear = per_subject["linear"]
-        for method, table in per_subject.items():
-            gain = table["psnr"] - linear["psnr"]
-            rows.append(
-                {
-                    "kind": kind,
-                    "method": method,
-                    "psnr": table["psnr"].mean(),
-                    "ssim": table["ssim"].mean(),
-                    "psnr_gain": gain.mean(),
-                    "ssim_gain": (table["ssim"] - linear["ssim"]).mean(),
-                    "worst_psnr_gain": gain.min(),
-                }
-            )
+        rows += gain_rows(kind, per_subject)
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -25,13 +25,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from recipes import FRAMES, PREPARE, gain_rows, make_data
 
 from tssc_py.pipeline import run_cohort
-from tssc_py.prepare import PrepareConfig, prepare_file
 from tssc_py.stage1.train import TrainConfig, train
-from tssc_py.synth import write_cohort
-
-SIZE, DEPTH, FRAMES = 64, 16, 12
 
 # The CPU recipe: a 1.8 M-parameter DiT (patch 8: 64 tokens per frame), batch 8.
 RECIPE = TrainConfig(
@@ -66,21 +63,7 @@ def main() -> None:
     out: Path = args.out
     started = time.monotonic()
 
-    cohorts = {
-        "train_knee": ("knee", 1, args.train_knee),
-        "train_cardiac": ("cardiac", 1, args.train_cardiac),
-        "knee": ("knee", 2, args.test_subjects),
-        "cardiac": ("cardiac", 2, args.test_subjects),
-    }
-    for name, (kind, seed, subjects) in cohorts.items():
-        if subjects and not (out / name / "samplesheet.csv").exists():
-            write_cohort(out / name, kind, subjects, SIZE, DEPTH, FRAMES, seed)
-    config = PrepareConfig(size=SIZE, depth=DEPTH)
-    for scan in sorted(out.glob("train_*/*.nii.gz")):
-        target = out / "prepared" / scan.name
-        if not target.exists():
-            prepare_file(scan, target, config)
-    print(f"data ready in {time.monotonic() - started:.0f} s", flush=True)
+    make_data(out, args.train_knee, args.train_cardiac, args.test_subjects)
 
     trained = time.monotonic()
     recipe = TrainConfig(**{**RECIPE.__dict__, "steps": args.steps})
@@ -100,7 +83,7 @@ def main() -> None:
                 str(out / kind / "samplesheet.csv"),
                 run,
                 methods,
-                config,
+                PREPARE,
                 overwrite=True,
                 show_progress=False,
                 method_options={
@@ -112,20 +95,7 @@ def main() -> None:
             cohort = pd.read_csv(run / "report" / "cohort.csv")
             for method, table in cohort.groupby("method"):
                 per_subject[f"{method}{suffix.replace('_', ' ')}"] = table.set_index("subject")
-        linear = per_subject["linear"]
-        for name, table in per_subject.items():
-            gain = table["psnr"] - linear["psnr"]
-            rows.append(
-                {
-                    "kind": kind,
-                    "method": name,
-                    "psnr": table["psnr"].mean(),
-                    "ssim": table["ssim"].mean(),
-                    "psnr_gain": gain.mean(),
-                    "ssim_gain": (table["ssim"] - linear["ssim"]).mean(),
-                    "worst_psnr_gain": gain.min(),
-                }
-            )
+        rows += gain_rows(kind, per_subject)
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

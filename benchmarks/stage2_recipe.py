@@ -24,14 +24,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from recipes import PREPARE
 
 from tssc_py.metrics import LOWER_IS_BETTER, METRICS
 from tssc_py.pipeline import run_cohort
-from tssc_py.prepare import PrepareConfig
 from tssc_py.stage2 import REFINED, REFINES
 from tssc_py.stage2.train import TrainConfig, train
-
-SIZE, DEPTH = 64, 16
 
 # The CPU recipe: the tiny network on 32x32 crops of all 16 slices (8x8x16 = 1024 tokens per
 # scan after the stem), batch 4. The total-variation weight is 0 (the paper's 1 stays the CLI
@@ -79,14 +77,13 @@ def main() -> None:
     print(f"trained in {time.monotonic() - started:.0f} s", flush=True)
 
     rows = []
-    config = PrepareConfig(size=SIZE, depth=DEPTH)
     for kind in ("knee", "cardiac"):
         run = out / f"test_{kind}"
         run_cohort(
             str(stage1_run / kind / "samplesheet.csv"),
             run,
             ["linear", REFINES],
-            config,
+            PREPARE,
             overwrite=True,
             show_progress=False,
             method_options={"checkpoint": stage1},
