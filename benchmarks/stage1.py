@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("--train-cardiac", type=int, default=16, help="Cardiac ones.")
     parser.add_argument("--test-subjects", type=int, default=6)
     parser.add_argument("--steps", type=int, default=RECIPE.steps, help="Training steps.")
+    parser.add_argument(
+        "--batch-size", type=int, default=RECIPE.batch_size, help="Sequences per step."
+    )
+    parser.add_argument(
+        "--w-ssim", type=float, default=RECIPE.w_ssim, help="SSIM term of the training loss."
+    )
     parser.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
     args = parser.parse_args()
     out: Path = args.out
@@ -66,7 +72,8 @@ def main() -> None:
     make_data(out, args.train_knee, args.train_cardiac, args.test_subjects)
 
     trained = time.monotonic()
-    recipe = TrainConfig(**{**RECIPE.__dict__, "steps": args.steps})
+    chosen = {"steps": args.steps, "batch_size": args.batch_size, "w_ssim": args.w_ssim}
+    recipe = TrainConfig(**{**RECIPE.__dict__, **chosen})
     checkpoint = train([out / "prepared"], out / "stage1", recipe, resume=args.resume)
     print(f"trained in {time.monotonic() - trained:.0f} s", flush=True)
 

@@ -6,7 +6,11 @@ crops: forward, MSE + wavelet loss, backward, Adam), with the peak memory of eac
 peak CUDA allocation, on a CPU the peak resident memory of a fresh process that ran only that
 case (each case runs in its own subprocess, so one case's peak cannot hide another's). On a
 GPU with ``mamba_ssm`` both backends run on the same weights, and the table gives the
-pure-PyTorch / mamba-ssm time ratio. Run:
+pure-PyTorch / mamba-ssm time ratio and how far the fused backend's correction (output minus
+input) is from the pure-PyTorch one (relative L2; the zero-initialised layers get small random
+values first, as an untrained network is the identity whatever its backend), then a second
+table compares the two selective scans alone, in float32, on random inputs of several lengths
+(values and gradients). Run:
 
     .venv/bin/python benchmarks/stage2.py [--seconds 10] [--device auto|cpu|cuda]
 
@@ -21,15 +25,23 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.stage2.losses import LossConfig, refine_loss
 from tssc_py.stage2.model import build_refine
 from tssc_py.stage2.refine import refine_volume
-from tssc_py.stage2.ssm import mamba_ssm_available, resolve_backend
+from tssc_py.stage2.ssm import (
+    mamba_ssm_available,
+    resolve_backend,
+    scan_function,
+    selective_scan_torch,
+)
 
 # (task, preset, (x, y, z)): refining the CPU recipe's volumes and the paper's cardiac size on
 # a GPU; training on the CPU recipe's crops and on whole 64x64x16 frames.
@@ -40,21 +52,44 @@ CASES = (
     ("train", "tiny", (64, 64, 16)),
 )
 TRAIN_BATCH = 4
+# Scan lengths of the parity table: short, the tiny preset's 64x64x16 at its lowest resolution
+# (16x16x16), the base preset's 256x256x32 at its lowest (32x32x32), and longer.
+PARITY_LENGTHS = (64, 4096, 32768, 131072)
+# Gradients of parameters shared along the sequence are sums over it, accumulated in another
+# order by the kernel; the others are per element.
+SUMMED = ("A", "D", "delta_bias")
 
 
 def measure(
-    task: str, preset: str, shape: tuple[int, int, int], backend: str, device: str, seconds: float
+    task: str,
+    preset: str,
+    shape: tuple[int, int, int],
+    backend: str,
+    device: str,
+    seconds: float,
+    save: Path | None = None,
 ):
-    """Calls per second and peak memory (MiB) of one case, in this process."""
+    """Calls per second and peak memory (MiB) of one case, in this process.
+
+    ``save``: where to write the refine case's correction (output minus input), to compare
+    backends.
+    """
     where = resolve_device(device)
     torch.manual_seed(0)
     net = build_refine(preset, backend=backend).to(where)
     if task == "refine":
         net.eval()
+        with torch.no_grad():
+            for value in net.state_dict().values():
+                if value.is_floating_point() and not value.any():
+                    value.normal_(std=0.02)
         volume = torch.rand(shape).numpy()
 
         def step() -> None:
             refine_volume(net, volume, device=where)
+
+        if save is not None:
+            np.save(save, refine_volume(net, volume, device=where) - volume)
 
     else:
         optimizer = torch.optim.Adam(net.parameters())
@@ -90,45 +125,101 @@ def measure(
     return {"rate": rate, "peak_mib": peak, "backend": resolve_backend(backend, where)}
 
 
+def scan_parity(length: int, device: torch.device) -> dict[str, float]:
+    """Relative L2 differences, pure-PyTorch vs mamba_ssm scan, float32, one random input."""
+    g = torch.Generator(device=device).manual_seed(length)
+    b, d, n = 2, 64, 16
+    r = lambda *s: torch.randn(*s, generator=g, device=device)  # noqa: E731
+    inputs = {
+        "u": r(b, d, length),
+        "delta": r(b, d, length) * 0.5,
+        "A": -torch.rand(d, n, generator=g, device=device) * 2 - 0.1,
+        "B": r(b, n, length),
+        "C": r(b, n, length),
+        "D": r(d),
+        "z": r(b, d, length),
+        "delta_bias": r(d) * 0.1,
+    }
+    results = []
+    for fn in (selective_scan_torch, scan_function("mamba_ssm")):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+        out = fn(**leaves, delta_softplus=True)
+        weights = torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)
+        (out * weights).sum().backward()
+        results.append({"out": out.detach(), **{k: v.grad for k, v in leaves.items()}})
+
+    def rel(key: str) -> float:
+        ours, fused = results[0][key], results[1][key]
+        return ((ours - fused).norm() / fused.norm()).item()
+
+    return {
+        "output": rel("out"),
+        "per-element gradients": max(rel(k) for k in inputs if k not in SUMMED),
+        "summed gradients": max(rel(k) for k in SUMMED),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="Time per measurement.")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, JSON out
+    parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)  # internal: correction
     args = parser.parse_args()
     if args.case:
         task, preset, size, backend = args.case.split(":")
         shape = tuple(int(v) for v in size.split("x"))
-        print(json.dumps(measure(task, preset, shape, backend, args.device, args.seconds)))
+        result = measure(task, preset, shape, backend, args.device, args.seconds, args.save)
+        print(json.dumps(result))
         return
     where = resolve_device(args.device)
     backends = ["torch"] + (["mamba_ssm"] if where.type == "cuda" and mamba_ssm_available() else [])
     gpu = torch.cuda.get_device_name(where) if where.type == "cuda" else "CPU"
     print(f"torch {torch.__version__}, device {gpu}, {torch.get_num_threads()} CPU threads")
     memory = "peak CUDA MiB" if where.type == "cuda" else "peak RSS MiB"
-    print(f"| task | preset | volume | backend | calls/s | s/call | {memory} | torch/mamba_ssm |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
-    for task, preset, shape in CASES:
-        if preset == "base" and where.type != "cuda" and args.seconds < 30:
-            # About a minute per call on 2 cores; run it with --seconds 30 or more to include it.
-            continue
-        size = "x".join(map(str, shape))
-        times: dict[str, float] = {}
-        for backend in backends:
-            case = f"{task}:{preset}:{size}:{backend}"
-            command = [sys.executable, __file__, "--case", case, "--device", args.device]
-            command += ["--seconds", str(args.seconds)]
-            result = json.loads(
-                subprocess.run(
-                    command, check=True, capture_output=True, text=True
-                ).stdout.splitlines()[-1]
-            )
-            times[backend] = 1 / result["rate"]
-            ratio = f"{times['torch'] / times[backend]:.1f}" if backend != "torch" else ""
-            print(
-                f"| {task} | {preset} | {size} | {result['backend']} | {result['rate']:.2f} | "
-                f"{1 / result['rate']:.3f} | {result['peak_mib']:.0f} | {ratio} |"
-            )
+    print(
+        f"| task | preset | volume | backend | calls/s | s/call | {memory} | torch/mamba_ssm "
+        "| correction vs torch |"
+    )
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory(prefix="tssc-stage2-bench-") as tmp:
+        work = Path(tmp)
+        for task, preset, shape in CASES:
+            if preset == "base" and where.type != "cuda" and args.seconds < 30:
+                # About a minute per call on 2 cores: included with --seconds 30 or more.
+                continue
+            size = "x".join(map(str, shape))
+            times: dict[str, float] = {}
+            for backend in backends:
+                case = f"{task}:{preset}:{size}:{backend}"
+                command = [sys.executable, __file__, "--case", case, "--device", args.device]
+                command += ["--seconds", str(args.seconds)]
+                saved = work / f"{task}-{preset}-{size}-{backend}.npy"
+                if task == "refine" and len(backends) > 1:
+                    command += ["--save", str(saved)]
+                result = json.loads(
+                    subprocess.run(
+                        command, check=True, capture_output=True, text=True
+                    ).stdout.splitlines()[-1]
+                )
+                times[backend] = 1 / result["rate"]
+                ratio = f"{times['torch'] / times[backend]:.1f}" if backend != "torch" else ""
+                agree = ""
+                if backend != "torch" and saved.exists():
+                    ours = np.load(saved.with_name(saved.name.replace(backend, "torch")))
+                    agree = f"{np.linalg.norm(np.load(saved) - ours) / np.linalg.norm(ours):.1e}"
+                print(
+                    f"| {task} | {preset} | {size} | {result['backend']} | {result['rate']:.2f} | "
+                    f"{1 / result['rate']:.3f} | {result['peak_mib']:.0f} | {ratio} | {agree} |"
+                )
+
+    if len(backends) > 1:
+        print("\nselective scan alone, float32, relative L2 difference pure-PyTorch vs mamba_ssm")
+        print("| length | output | per-element gradients | summed gradients (A, D, delta_bias) |")
+        print("|---:|---:|---:|---:|")
+        for length in PARITY_LENGTHS:
+            row = scan_parity(length, where)
+            print(f"| {length} | " + " | ".join(f"{v:.1e}" for v in row.values()) + " |")
 
 
 if __name__ == "__main__":

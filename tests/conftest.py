@@ -57,7 +57,10 @@ def write_nifti(path: Path, data: np.ndarray, affine=OBLIQUE, time_step=0.04) ->
 
 def run_cli(name: str, *args: object, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``bin/NAME`` with this interpreter; assert success unless ``check`` is False."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # The repository first, then whatever path the environment already gives (packages
+    # installed with --target, HPC module systems).
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.run(
         [sys.executable, str(BIN / name), *map(str, args)],
         capture_output=True,

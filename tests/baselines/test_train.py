@@ -39,7 +39,9 @@ def test_run_writes_checkpoint_and_log(model: str, baseline_checkpoints: dict[st
 
 @pytest.mark.parametrize("model", MODELS)
 def test_resume_continues_exactly(model: str, prepared: Path, tmp_path: Path) -> None:
-    config = lambda steps: tiny_baseline_config(model, steps=steps)  # noqa: E731
+    # On the CPU: some CUDA kernels (grid_sample's backward) add atomically in a varying
+    # order, so two identical GPU runs already differ in the last bits.
+    config = lambda steps: tiny_baseline_config(model, steps=steps, device="cpu")  # noqa: E731
     whole = train([prepared], tmp_path / "whole", config(4), show_progress=False)
     part = train([prepared], tmp_path / "part", config(2), show_progress=False)
     resumed = train([prepared], tmp_path / "part", config(4), resume=True, show_progress=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import STAGE1_SIZE
 from tssc_py.errors import TsscError
@@ -62,3 +63,27 @@ def test_clear_errors_for_data_that_does_not_fit(checkpoint: Path) -> None:
         interpolate(_stack(9), [0, 8], method)
     with pytest.raises(TsscError, match="no such checkpoint folder"):
         get_method("diffusion", checkpoint=checkpoint.parent / "missing")
+
+
+def test_compile_is_ignored_on_a_cpu(checkpoint: Path) -> None:
+    stack = _stack()
+    eager = get_method("diffusion", checkpoint=checkpoint, steps=2, device="cpu")
+    compiled = get_method("diffusion", checkpoint=checkpoint, steps=2, device="cpu", compile=True)
+    assert compiled.network is compiled.stage1.model
+    np.testing.assert_array_equal(
+        interpolate(stack, [0, 5], compiled), interpolate(stack, [0, 5], eager)
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_network_samples_what_the_eager_one_does_on_a_gpu(checkpoint: Path) -> None:
+    stack = _stack()
+    runs = [
+        interpolate(
+            stack, [0, 5], get_method("diffusion", checkpoint=checkpoint, steps=3, compile=c)
+        )
+        for c in (False, True)
+    ]
+    np.testing.assert_array_equal(runs[1][:, [0, 5]], stack[:, [0, 5]])
+    # bf16 autocast in both; the compiled kernels fuse (and so round) differently.
+    np.testing.assert_allclose(runs[1], runs[0], atol=2e-2)

@@ -123,6 +123,21 @@ def test_loss_ignores_known_frames() -> None:
     assert stage1.loss(x, all_known, torch.Generator().manual_seed(3)).item() == 0.0
 
 
+def test_ssim_term_adds_to_the_loss_and_reaches_the_network() -> None:
+    torch.manual_seed(0)
+    stage1 = _randomize(Stage1(_config(size=(16, 16))))
+    x = _moving_square(n=16)
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 5]] = True
+    plain = stage1.loss(x, known, torch.Generator().manual_seed(3))
+    with_ssim = stage1.loss(x, known, torch.Generator().manual_seed(3), w_ssim=0.5)
+    assert with_ssim.item() > plain.item()
+    (with_ssim - plain).backward()  # the SSIM term's own gradient
+    assert stage1.model.final_layer.linear.weight.grad.abs().sum() > 0
+    all_known = torch.ones(2, 6, dtype=torch.bool)
+    assert stage1.loss(x, all_known, torch.Generator(), w_ssim=0.5).item() == 0.0
+
+
 def test_overfits_one_batch() -> None:
     torch.manual_seed(0)
     stage1 = Stage1(_config())

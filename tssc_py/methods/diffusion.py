@@ -34,12 +34,25 @@ class Diffusion(Method):
         batch_size: Sequences sampled together.
         weights: ``ema`` or ``model``.
         samples: DDIM samples averaged per sequence (see ``Stage1.sample``).
+        compile: On a GPU, compile the network with ``torch.compile`` (its first batch of
+            each size then takes about a minute longer, every model call after it less time:
+            benchmarks/RESULTS.md); ignored on a CPU.
     """
 
     name = "diffusion"
     min_known = 2
     checkpoint_kind = "stage1"
-    options = ("checkpoint", "steps", "eta", "seed", "device", "batch_size", "weights", "samples")
+    options = (
+        "checkpoint",
+        "steps",
+        "eta",
+        "seed",
+        "device",
+        "batch_size",
+        "weights",
+        "samples",
+        "compile",
+    )
 
     def __init__(
         self,
@@ -51,6 +64,7 @@ class Diffusion(Method):
         batch_size: int = 16,
         weights: str = "ema",
         samples: int = 1,
+        compile: bool = False,
     ) -> None:
         if checkpoint is None:
             raise TsscError("method 'diffusion' needs a trained model (--checkpoint DIR)")
@@ -61,6 +75,9 @@ class Diffusion(Method):
         self.checkpoint = Path(checkpoint)
         self.steps, self.eta, self.seed, self.batch_size = steps, eta, seed, batch_size
         self.samples = samples
+        self.network = self.stage1.model
+        if compile and self.device.type == "cuda":
+            self.network = torch.compile(self.stage1.model)
 
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
         config = self.stage1.config
@@ -82,7 +99,9 @@ class Diffusion(Method):
                 x = torch.from_numpy(stack[rows, start:stop]).to(self.device)
                 k = kn.to(self.device).expand(len(rows), -1)
                 with autocast(self.device):
-                    y = self.stage1.sample(x, k, self.steps, self.eta, gen, samples=self.samples)
+                    y = self.stage1.sample(
+                        x, k, self.steps, self.eta, gen, model=self.network, samples=self.samples
+                    )
                 out[rows, start:stop] = y.float().cpu().numpy()
         # Slices outside `active` keep their zeros: the blend of empty known frames is empty.
         return out

@@ -178,6 +178,16 @@ class Diffusion:
         input and averages the squared error over every pixel of every unknown frame. Samples
         with no unknown frame contribute nothing; a batch with none gives a zero loss.
         """
+        return self.loss_and_x0(model, x0, known, generator)[0]
+
+    def loss_and_x0(
+        self,
+        model: Model,
+        x0: torch.Tensor,
+        known: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`loss` and the model's estimate of ``x0`` behind it (for losses on it)."""
         _check_known(x0, known)
         batch = x0.shape[0]
         t = torch.randint(
@@ -194,7 +204,8 @@ class Diffusion:
         unknown = ~known.to(device=x0.device, dtype=torch.bool)
         # where, not multiply: garbage (even inf/nan) on known frames must not leak in.
         total = torch.where(unknown, per_frame, torch.zeros_like(per_frame)).sum()
-        return total / unknown.sum().clamp_min(1).to(per_frame.dtype)
+        x0_hat = self.predict_x0_eps(x_t, t, pred)[0]
+        return total / unknown.sum().clamp_min(1).to(per_frame.dtype), x0_hat
 
     @torch.no_grad()
     def ddim_sample(

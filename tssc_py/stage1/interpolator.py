@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.errors import TsscError, about
@@ -170,7 +171,7 @@ class Stage1:
         model: Network to use; a fresh one from ``config.model`` when omitted.
     """
 
-    def __init__(self, config: Stage1Config, model: VideoDiT | None = None) -> None:
+    def __init__(self, config: Stage1Config, model: nn.Module | None = None) -> None:
         self.config = config
         self.model = model if model is not None else VideoDiT(config.model)
         self.diffusion = Diffusion(config.schedule)
@@ -184,7 +185,7 @@ class Stage1:
         prior = linear_prior(x, known)
         return prior, (x - prior) * self.config.scale
 
-    def _net(self, prior: torch.Tensor | None, model: VideoDiT | None = None):
+    def _net(self, prior: torch.Tensor | None, model: nn.Module | None = None):
         net = model if model is not None else self.model
         if prior is None:
             return net
@@ -195,10 +196,29 @@ class Stage1:
         x: torch.Tensor,
         known: torch.Tensor,
         generator: torch.Generator | None = None,
+        w_ssim: float = 0.0,
     ) -> torch.Tensor:
-        """Masked diffusion loss of a batch of sequences ``x`` (B, T, H, W) in [0, 1] units."""
+        """Masked diffusion loss of a batch of sequences ``x`` (B, T, H, W) in [0, 1] units.
+
+        With ``w_ssim``, plus ``w_ssim * (1 - SSIM)`` of the model's estimate of the unknown
+        frames (2D SSIM per frame, in image units): the squared error alone is lowest for the
+        conditional mean, smoother than any real frame, which SSIM's contrast term marks down.
+        """
         prior, target = self._split(x, known)
-        return self.diffusion.loss(self._net(prior), target, known, generator)
+        mse, x0_hat = self.diffusion.loss_and_x0(self._net(prior), target, known, generator)
+        if not w_ssim:
+            return mse
+        from pytorch_msssim import ssim
+
+        frames = x0_hat / self.config.scale
+        if prior is not None:
+            frames = prior + frames
+        unknown = ~known.to(device=x.device, dtype=torch.bool)
+        # float32: SSIM's variances are differences of nearly equal means.
+        pred, truth = frames[unknown][:, None].float(), x[unknown][:, None].float()
+        if not len(pred):
+            return mse
+        return mse + w_ssim * (1 - ssim(pred, truth, data_range=1.0, size_average=True))
 
     @torch.no_grad()
     def sample(
@@ -208,7 +228,7 @@ class Stage1:
         steps: int = 25,
         eta: float = 0.0,
         generator: torch.Generator | None = None,
-        model: VideoDiT | None = None,
+        model: nn.Module | None = None,
         progress: Progress | None = None,
         samples: int = 1,
     ) -> torch.Tensor:

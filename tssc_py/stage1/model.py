@@ -99,7 +99,8 @@ def sincos_2d(dim: int, h: int, w: int, device: torch.device | None = None) -> t
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation of x (B', L, D) by ``shift``/``scale`` (B', D), broadcast over L."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    # One fused pass over x (x * (1 + scale) + shift is three): the token tensors are large.
+    return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))
 
 
 class TimestepEmbedder(nn.Module):
@@ -192,7 +193,7 @@ class DiTBlock(nn.Module):
             return v.repeat_interleave(n, dim=0)  # (B, D) -> (B*N, D)
 
         h = self.attn_t(modulate(self.norm_t(xt), rep_n(sh_t), rep_n(sc_t)))  # (B*N, T, D)
-        xt = xt + rep_n(g_t).unsqueeze(1) * h
+        xt = torch.addcmul(xt, rep_n(g_t).unsqueeze(1), h)  # gated residual, one pass
         x = xt.reshape(b, n, t, d).permute(0, 2, 1, 3)  # (B, T, N, D)
 
         # Spatial: tokens within each frame attend to each other.
@@ -202,11 +203,11 @@ class DiTBlock(nn.Module):
             return v.repeat_interleave(t, dim=0)  # (B, D) -> (B*T, D)
 
         h = self.attn_s(modulate(self.norm_s(xs), rep_t(sh_s), rep_t(sc_s)))  # (B*T, N, D)
-        xs = xs + rep_t(g_s).unsqueeze(1) * h
+        xs = torch.addcmul(xs, rep_t(g_s).unsqueeze(1), h)
 
         # MLP, per token.
         h = self.mlp(modulate(self.norm_m(xs), rep_t(sh_m), rep_t(sc_m)))  # (B*T, N, D)
-        xs = xs + rep_t(g_m).unsqueeze(1) * h
+        xs = torch.addcmul(xs, rep_t(g_m).unsqueeze(1), h)
         return xs.reshape(b, t, n, d)  # (B, T, N, D)
 
 

@@ -67,6 +67,8 @@ class TrainConfig(RunOptions):
         endpoint_fraction: Share of samples whose only known frames are the two ends.
         val_sequences: Validation sequences scored each time.
         val_steps: DDIM steps during validation.
+        w_ssim: Weight of an SSIM term on the model's estimate of the unknown frames (see
+            :meth:`~tssc_py.stage1.interpolator.Stage1.loss`); 0 for the plain diffusion loss.
     """
 
     lr: float = 5e-4
@@ -86,12 +88,15 @@ class TrainConfig(RunOptions):
     endpoint_fraction: float = 0.5
     val_sequences: int = 16
     val_steps: int = 10
+    w_ssim: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("frames", "val_sequences", "val_steps"):
             if getattr(self, name) < 1 + (name == "frames"):
                 raise TsscError(f"{name} is too small: {getattr(self, name)}")
+        if not 0 <= self.w_ssim < math.inf:
+            raise TsscError(f"w_ssim must be a finite number >= 0, got {self.w_ssim}")
         if self.warmup < 0:
             raise TsscError(f"warmup must be >= 0, got {self.warmup}")
         if not 0 <= self.endpoint_fraction <= 1 or not 0 <= self.ema_decay < 1:
@@ -223,7 +228,7 @@ def train(
         x = torch.from_numpy(xb).to(device)
         known = torch.from_numpy(kb).to(device)
         with autocast(device):
-            loss = stage1.loss(x, known, gen)
+            loss = stage1.loss(x, known, gen, config.w_ssim)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))

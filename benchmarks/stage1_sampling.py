@@ -1,0 +1,268 @@
+"""Stage-1 speed and memory per preset: whole-subject DDIM sampling, model FLOPs, training steps.
+
+For each preset, prints one table row: the time to fill a whole subject (every slice's
+unknown frames, through the ``diffusion`` method exactly as ``tssc-interpolate`` runs it: its
+batching, bf16 autocast on CUDA), slice stacks per second, peak memory, model FLOPs per
+DDIM step (one model call over a batch, counted by ``torch.utils.flop_counter``), achieved
+TFLOP/s, and training steps per second (masked loss, backward, AdamW). On a GPU it also gives
+the fraction of the card's bf16 peak that sampling reaches, over the whole fill and over the
+time spent in the matrix-product and attention kernels alone (the attention-and-MLP work,
+read from the PyTorch profiler), against both the card's specified dense bf16 peak and a
+measured 8192^3 bf16 matrix product. Untrained weights (the output layer given small random
+values): speed does not depend on what the network learnt. Run:
+
+    .venv/bin/python benchmarks/stage1_sampling.py [--device cpu|cuda] [--preset DiT_S] ...
+
+Targets (issue 3): on one H100 (bf16), ``DiT_S`` fills a 256x256, 32-slice, 12-frame subject
+with 50 DDIM steps in under 10 s, at 35 % or more of bf16 peak in the attention-and-MLP work;
+on a CPU, ``DiT_tiny`` fills a 64x64, 16-slice, 12-frame subject with 25 steps in under 20 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import resource
+import statistics
+import tempfile
+import time
+import warnings
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tssc_py.checkpoint import save_checkpoint
+from tssc_py.device import autocast, resolve_device
+from tssc_py.methods import get_method
+from tssc_py.stage1.interpolator import Stage1, Stage1Config, linear_prior
+from tssc_py.stage1.model import DiTConfig, preset_config
+
+# Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s), by device-name pattern.
+SPEC_PEAK = {r"H100.*PCIe": 756.0, r"H100|H200|GH200": 989.4, r"A100": 312.0, r"L40S": 362.0}
+# The profiler names of the operators whose kernels do the matrix-product and attention work.
+MATMUL_OPS = re.compile(
+    r"^aten::(mm|addmm|bmm|baddbmm|_scaled_dot_product|_flash_attention|"
+    r"_efficient_attention|_cudnn_attention|convolution|cudnn_convolution)"
+)
+
+
+def spec_peak(name: str) -> float | None:
+    """The data-sheet dense bf16 peak of a GPU, or None when this table does not know it."""
+    return next((peak for pattern, peak in SPEC_PEAK.items() if re.search(pattern, name)), None)
+
+
+def matmul_peak(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
+    """Measured bf16 TFLOP/s of an ``n``-cubed matrix product (random data)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def untrained_checkpoint(folder: Path, preset: str, size: int, frames: int) -> Path:
+    """A stage-1 checkpoint of a fresh ``preset`` network for ``size`` x ``size`` frames."""
+    config = Stage1Config(
+        model=DiTConfig.from_dict({**preset_config(preset).to_dict(), "prior": True}),
+        frames=frames,
+        size=(size, size),
+    )
+    stage1 = Stage1(config)
+    with torch.no_grad():
+        stage1.model.final_layer.linear.weight.normal_(std=0.02)
+    state = stage1.model.state_dict()
+    return save_checkpoint(
+        folder / preset, {"kind": "stage1", "stage1": config.to_dict()}, {"ema": state}
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(
+    args: argparse.Namespace, preset: str, device: torch.device, work: Path, compile: bool
+) -> dict:
+    """One preset's row of the table."""
+    torch.manual_seed(0)
+    checkpoint = untrained_checkpoint(work, preset, args.size, args.frames)
+    method = get_method(
+        "diffusion",
+        checkpoint=str(checkpoint),
+        steps=args.steps,
+        device=device.type,
+        batch_size=args.batch_size or args.slices,
+        compile=compile,
+    )
+    stage1 = method.stage1
+    stack = np.random.default_rng(0).random(
+        (args.slices, args.frames, args.size, args.size), dtype=np.float32
+    )
+    known = list(range(0, args.frames, args.every))
+    if known[-1] != args.frames - 1:
+        known.append(args.frames - 1)
+
+    def fill() -> float:
+        _sync(device)
+        start = time.perf_counter()
+        method.fill(stack, known)
+        _sync(device)
+        return time.perf_counter() - start
+
+    first_s = fill()  # warm-up: compilation, kernel selection, allocator, caches
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = [fill() for _ in range(args.repeats)]
+    subject_s = statistics.median(times)
+    if device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # FLOPs of one fill: one model call per DDIM step and batch of slices, linear in the batch.
+    batch = min(method.batch_size, args.slices)
+    x = torch.from_numpy(stack[:batch]).to(device)
+    mask = torch.zeros(batch, args.frames, dtype=torch.bool, device=device)
+    mask[:, known] = True
+    t = torch.full((batch,), stage1.diffusion.steps - 1, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), autocast(device), counter:
+        stage1.model(x, t, mask, linear_prior(x, mask))  # eager: FLOPs are the same
+    flops = counter.get_total_flops() / batch * args.slices * args.steps
+    row = {
+        "preset": preset + (", compiled" if method.network is not stage1.model else ""),
+        "first_s": first_s,
+        "subject_s": subject_s,
+        "stacks_per_s": args.slices / subject_s,
+        "peak_mib": peak_mib,
+        "gflop_per_step": counter.get_total_flops() / 1e9,
+        "tflops": flops / subject_s / 1e12,
+    }
+    if device.type == "cuda":
+        row["matmul_s"] = matmul_kernel_seconds(method, stack, known)
+    row["train_steps_per_s"] = train_rate(stage1, args, device)
+    return row
+
+
+def matmul_kernel_seconds(method, stack: np.ndarray, known: list[int]) -> float:
+    """GPU time of one fill spent in the matrix-product and attention kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        method.fill(stack, known)
+        torch.cuda.synchronize()
+    with warnings.catch_warnings():  # "Profiler clears events at the end of each cycle"
+        warnings.simplefilter("ignore", UserWarning)
+        events = prof.key_averages()
+    total_us = sum(e.self_device_time_total for e in events if MATMUL_OPS.match(e.key))
+    return total_us / 1e6
+
+
+def train_rate(stage1: Stage1, args: argparse.Namespace, device: torch.device) -> float:
+    """Training steps per second on random sequences (batch ``args.train_batch``)."""
+    model = stage1.model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.rand(args.train_batch, args.frames, args.size, args.size, device=device)
+    mask = torch.zeros(args.train_batch, args.frames, dtype=torch.bool, device=device)
+    mask[:, [0, -1]] = True
+
+    def step() -> None:
+        with autocast(device):
+            loss = stage1.loss(x, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    _sync(device)
+    done, start = 0, time.perf_counter()
+    while done < 3 or time.perf_counter() - start < args.seconds:
+        step()
+        done += 1
+    _sync(device)
+    rate = done / (time.perf_counter() - start)
+    model.eval()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--preset",
+        action="append",
+        help="DiT preset (repeatable); default DiT_S on a GPU, DiT_tiny on a CPU.",
+    )
+    parser.add_argument("--size", type=int, help="Frame size (default 256 on a GPU, 64 on a CPU).")
+    parser.add_argument("--slices", type=int, help="Slices per subject (default 32 / 16).")
+    parser.add_argument("--frames", type=int, default=12, help="Frames per series.")
+    parser.add_argument("--every", type=int, default=11, help="Every Nth frame is known.")
+    parser.add_argument("--steps", type=int, help="DDIM steps (default 50 / 25).")
+    parser.add_argument("--batch-size", type=int, help="Slices sampled together (default all).")
+    parser.add_argument("--train-batch", type=int, default=8, help="Training batch.")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed fills (median).")
+    parser.add_argument("--seconds", type=float, default=10.0, help="Training time measured.")
+    parser.add_argument(
+        "--compile", action="store_true", help="Also measure with the network compiled (GPU)."
+    )
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    args.size = args.size or (256 if gpu else 64)
+    args.slices = args.slices or (32 if gpu else 16)
+    args.steps = args.steps or (50 if gpu else 25)
+    presets = args.preset or (["DiT_S"] if gpu else ["DiT_tiny"])
+
+    name = torch.cuda.get_device_name(device) if gpu else "CPU"
+    print(f"torch {torch.__version__}, device {name}, {torch.get_num_threads()} CPU threads")
+    print(
+        f"subject: {args.slices} slices of {args.size}x{args.size}, {args.frames} frames "
+        f"(every {args.every}th known), {args.steps} DDIM steps"
+        + (", bf16 autocast" if gpu else ", float32")
+    )
+    peaks: dict[str, float] = {}
+    if gpu:
+        peaks["measured"] = matmul_peak(device)
+        if (spec := spec_peak(name)) is not None:
+            peaks["spec"] = spec
+        print("bf16 peaks (TFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+    memory = "peak CUDA MiB" if gpu else "peak RSS MiB"
+    header = ["preset", "first fill s", "subject s", "stacks/s", memory, "GFLOP/step", "TFLOP/s"]
+    header.append("train steps/s")
+    for which in peaks:
+        header += [f"% {which} peak", f"% {which} peak in matmul+attention"]
+    print("| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    with tempfile.TemporaryDirectory(prefix="tssc-stage1-bench-") as tmp:
+        for preset, compile in product(presets, [False, True] if args.compile else [False]):
+            row = measure(args, preset, device, Path(tmp), compile)
+            cells = [
+                row["preset"],
+                f"{row['first_s']:.1f}",
+                f"{row['subject_s']:.2f}",
+                f"{row['stacks_per_s']:.2f}",
+                f"{row['peak_mib']:.0f}",
+                f"{row['gflop_per_step']:.0f}",
+                f"{row['tflops']:.3g}",
+                f"{row['train_steps_per_s']:.2f}",
+            ]
+            for peak in peaks.values():
+                work = row["tflops"] * row["subject_s"]  # TFLOP of one fill
+                cells += [
+                    f"{100 * row['tflops'] / peak:.0f}",
+                    f"{100 * work / row['matmul_s'] / peak:.0f}",
+                ]
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
