@@ -171,7 +171,7 @@ class Stage1:
         model: Network to use; a fresh one from ``config.model`` when omitted.
     """
 
-    def __init__(self, config: Stage1Config, model: nn.Module | None = None) -> None:
+    def __init__(self, config: Stage1Config, model: VideoDiT | None = None) -> None:
         self.config = config
         self.model = model if model is not None else VideoDiT(config.model)
         self.diffusion = Diffusion(config.schedule)
