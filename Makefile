@@ -72,7 +72,7 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/stage1_sampling.py
 	$(PY) benchmarks/stage2.py
 
-# The stage-1 CPU recipe (about 45 minutes on 2 cores): trains a model in stage1_cpu/stage1 and
+# The stage-1 CPU recipe (about 52 minutes on 2 cores): trains a model in stage1_cpu/stage1 and
 # scores it against linear on held-out synthetic subjects. Resume with ARGS=--resume.
 stage1-cpu: $(STAMP)
 	$(PY) benchmarks/stage1.py --out stage1_cpu $(ARGS)

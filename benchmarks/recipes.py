@@ -42,7 +42,7 @@ def make_data(out: Path, train_knee: int, train_cardiac: int, test_subjects: int
 
 
 def gain_rows(kind: str, per_subject: dict[str, pd.DataFrame]) -> list[dict[str, object]]:
-    """PSNR / SSIM of each method with its gain over ``linear`` (mean, and the worst subject).
+    """PSNR / SSIM of each method with their gains over ``linear`` (mean, and the worst subject).
 
     Args:
         kind: The cohort's kind (the rows' first column).
@@ -61,6 +61,7 @@ def gain_rows(kind: str, per_subject: dict[str, pd.DataFrame]) -> list[dict[str,
                 "psnr_gain": gain.mean(),
                 "ssim_gain": (table["ssim"] - linear["ssim"]).mean(),
                 "worst_psnr_gain": gain.min(),
+                "worst_ssim_gain": (table["ssim"] - linear["ssim"]).min(),
             }
         )
     return rows

@@ -5,7 +5,8 @@ One command (``make stage2-cpu``, well under 45 minutes on 2 CPU cores), run aft
 training subjects and the held-out ``knee`` and ``cardiac`` cohorts):
 
 1. makes the stage-1 outputs of the training subjects with the frozen stage-1 model (the
-   ``diffusion`` method's defaults: one DDIM step), cached in ``OUT/stage2/stage1_outputs``;
+   ``diffusion`` method's defaults: one DDIM step, 8 flip copies), cached in
+   ``OUT/stage2/stage1_outputs``;
 2. trains stage 2 (the recipe's options below; resumable: run again with ``--resume``);
 3. runs ``linear`` and ``diffusion`` + stage 2 on the held-out cohorts through ``tssc-run``'s
    library function, which reports stage 1 alone (``diffusion``) next to full TSSC (``tssc``),

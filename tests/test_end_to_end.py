@@ -201,6 +201,8 @@ def test_train_stage1_then_use_it(tmp_path: Path) -> None:
         2,
         "--seed",
         1,
+        "--flips",
+        2,
         "--device",
         "cpu",
     )

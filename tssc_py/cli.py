@@ -200,6 +200,14 @@ model_options = compose(
         "what the known frames leave uncertain. [default: 1]",
     ),
     click.option(
+        "--flips",
+        type=click.IntRange(min=1),
+        default=None,
+        help="diffusion: flipped copies of each slice sequence averaged (1, 2: and reversed "
+        "in time, 4: and flipped in x, 8: and in y); each costs one more sampling run. "
+        "[default: 8]",
+    ),
+    click.option(
         "--weights",
         type=click.Choice(WEIGHTS),
         default=None,
@@ -222,6 +230,7 @@ METHOD_OPTIONS = (
     "device",
     "batch_size",
     "samples",
+    "flips",
     "weights",
     "compile",
 )

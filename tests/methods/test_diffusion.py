@@ -63,6 +63,8 @@ def test_clear_errors_for_data_that_does_not_fit(checkpoint: Path) -> None:
         interpolate(_stack(9), [0, 8], method)
     with pytest.raises(TsscError, match="no such checkpoint folder"):
         get_method("diffusion", checkpoint=checkpoint.parent / "missing")
+    with pytest.raises(TsscError, match="flips must be one of 1, 2, 4, 8, got 3"):
+        get_method("diffusion", checkpoint=checkpoint, flips=3)
 
 
 def test_compile_is_ignored_on_a_cpu(checkpoint: Path) -> None:

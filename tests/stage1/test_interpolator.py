@@ -12,6 +12,7 @@ from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
 from tssc_py.stage1.diffusion import ScheduleConfig
 from tssc_py.stage1.interpolator import (
+    FLIP_DIMS,
     Stage1,
     Stage1Config,
     linear_prior,
@@ -108,6 +109,32 @@ def test_sampling_keeps_known_frames_and_is_deterministic_per_seed() -> None:
     assert not torch.equal(a, c)
     assert torch.equal(a[known], x[known])
     assert not torch.allclose(a, linear_prior(x, known))
+
+
+@pytest.mark.parametrize("flips", [2, 4, 8])
+def test_flip_ensemble_is_the_mean_of_the_flipped_runs(flips: int) -> None:
+    torch.manual_seed(0)
+    stage1 = _randomize(Stage1(_config()))
+    x = torch.rand(2, 6, 8, 8, generator=torch.Generator().manual_seed(3))
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 2, 5]] = True  # not symmetric: the reversed copy sees another pattern
+    out = stage1.sample(x, known, 2, 0.0, torch.Generator().manual_seed(1), flips=flips)
+
+    generator = torch.Generator().manual_seed(1)  # the copies draw their noise in turn
+    runs = []
+    for dims in FLIP_DIMS[:flips]:
+        mask = known.flip([d for d in dims if d == 1])
+        runs.append(stage1.sample(x.flip(dims), mask, 2, 0.0, generator).flip(dims))
+    torch.testing.assert_close(out, torch.stack(runs).mean(0), atol=1e-6, rtol=0)
+    assert torch.equal(out[known], x[known])
+    assert not torch.allclose(runs[0], runs[-1], atol=1e-3)  # the copies do differ
+
+
+@pytest.mark.parametrize("flips", [0, 3, 16])
+def test_flips_must_be_a_number_of_flip_copies(flips: int) -> None:
+    known = torch.tensor([[True, False, True]])
+    with pytest.raises(TsscError, match="flips must be one of 1, 2, 4, 8"):
+        Stage1(_config()).sample(torch.zeros(1, 3, 8, 8), known, flips=flips)
 
 
 def test_loss_ignores_known_frames() -> None:

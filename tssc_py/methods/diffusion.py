@@ -11,7 +11,7 @@ import torch
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods.base import Method, register
-from tssc_py.stage1.interpolator import load_stage1, windows
+from tssc_py.stage1.interpolator import check_flips, load_stage1, windows
 
 
 @register
@@ -34,6 +34,9 @@ class Diffusion(Method):
         batch_size: Sequences sampled together.
         weights: ``ema`` or ``model``.
         samples: DDIM samples averaged per sequence (see ``Stage1.sample``).
+        flips: Flipped copies of each sequence averaged (1, 2, 4 or 8; see ``Stage1.sample``):
+            each costs one more sampling run; 8, the default, measured best on both synthetic
+            kinds (benchmarks/RESULTS.md).
         compile: On a GPU, compile the network with ``torch.compile`` (its first batch of
             each size then takes about a minute longer, every model call after it less time:
             benchmarks/RESULTS.md); ignored on a CPU.
@@ -51,6 +54,7 @@ class Diffusion(Method):
         "batch_size",
         "weights",
         "samples",
+        "flips",
         "compile",
     )
 
@@ -64,6 +68,7 @@ class Diffusion(Method):
         batch_size: int = 16,
         weights: str = "ema",
         samples: int = 1,
+        flips: int = 8,
         compile: bool = False,
     ) -> None:
         if checkpoint is None:
@@ -74,7 +79,8 @@ class Diffusion(Method):
         self.stage1 = load_stage1(checkpoint, weights, self.device)
         self.checkpoint = Path(checkpoint)
         self.steps, self.eta, self.seed, self.batch_size = steps, eta, seed, batch_size
-        self.samples = samples
+        check_flips(flips)
+        self.samples, self.flips = samples, flips
         self.network = self.stage1.model
         if compile and self.device.type == "cuda":
             self.network = torch.compile(self.stage1.model)
@@ -100,7 +106,14 @@ class Diffusion(Method):
                 k = kn.to(self.device).expand(len(rows), -1)
                 with autocast(self.device):
                     y = self.stage1.sample(
-                        x, k, self.steps, self.eta, gen, model=self.network, samples=self.samples
+                        x,
+                        k,
+                        self.steps,
+                        self.eta,
+                        gen,
+                        model=self.network,
+                        samples=self.samples,
+                        flips=self.flips,
                     )
                 out[rows, start:stop] = y.float().cpu().numpy()
         # Slices outside `active` keep their zeros: the blend of empty known frames is empty.

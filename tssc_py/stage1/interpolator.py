@@ -33,6 +33,18 @@ from tssc_py.stage1 import WEIGHTS
 from tssc_py.stage1.diffusion import Diffusion, Progress, ScheduleConfig
 from tssc_py.stage1.model import DiTConfig, VideoDiT
 
+FLIPS = (1, 2, 4, 8)
+"""Numbers of flipped copies :meth:`Stage1.sample` can average."""
+FLIP_DIMS = ((), (1,), (2,), (1, 2), (3,), (1, 3), (2, 3), (1, 2, 3))
+"""The copies' flipped dimensions of a ``(B, T, x, y)`` batch, in the order they are added:
+the 8 ways training flips its sequences (:meth:`~tssc_py.stage1.data.Sampler.sample`)."""
+
+
+def check_flips(flips: int) -> None:
+    """Raise TsscError unless ``flips`` is one of :data:`FLIPS`."""
+    if flips not in FLIPS:
+        raise TsscError(f"flips must be one of {', '.join(map(str, FLIPS))}, got {flips}")
+
 
 @dataclass
 class Stage1Config:
@@ -231,6 +243,7 @@ class Stage1:
         model: nn.Module | None = None,
         progress: Progress | None = None,
         samples: int = 1,
+        flips: int = 1,
     ) -> torch.Tensor:
         """Generate every unknown frame jointly with DDIM; known frames come back bit for bit.
 
@@ -246,17 +259,27 @@ class Stage1:
                 plausible guess; their mean approaches the conditional mean, which has the
                 lowest expected squared error (higher PSNR) but blurs what the known frames
                 leave uncertain.
+            flips: Flipped copies of the input averaged into the result (a geometric
+                self-ensemble): 1 (none), 2 (and reversed in time), 4 (and flipped in x) or
+                8 (and flipped in y). Training flips its sequences the same ways, so each copy
+                is an equally good estimate; their errors partly differ, and the mean keeps
+                less of the model's own error (each copy runs ``samples`` samples).
         """
         if samples < 1:
             raise TsscError(f"samples must be at least 1, got {samples}")
+        check_flips(flips)
         known = known.to(device=x_known.device, dtype=torch.bool)
         x_known = torch.where(known[:, :, None, None], x_known, torch.zeros_like(x_known))
         prior, cond = self._split(x_known, known)
-        net = self._net(prior, model)
-        out = self.diffusion.ddim_sample(net, cond, known, steps, eta, generator, progress)
-        for _ in range(samples - 1):
-            out = out + self.diffusion.ddim_sample(net, cond, known, steps, eta, generator)
-        out = out / (self.config.scale * samples)
+        out = torch.zeros_like(cond)
+        for dims in FLIP_DIMS[:flips]:
+            net = self._net(None if prior is None else prior.flip(dims), model)
+            flipped, mask = cond.flip(dims), known.flip([d for d in dims if d == 1])
+            for _ in range(samples):
+                y = self.diffusion.ddim_sample(net, flipped, mask, steps, eta, generator, progress)
+                out += y.flip(dims)
+                progress = None  # one progress bar: the first run's
+        out = out / (self.config.scale * samples * flips)
         if prior is not None:
             out = prior + out
         return torch.where(known[:, :, None, None], x_known, out)

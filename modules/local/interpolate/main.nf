@@ -29,6 +29,7 @@ process INTERPOLATE {
         ${optionArg('--device', params.device)} \\
         ${optionArg('--batch-size', params.batch_size)} \\
         ${optionArg('--samples', params.samples)} \\
+        ${optionArg('--flips', params.flips)} \\
         ${optionArg('--weights', params.weights)} \\
         ${args}
 

@@ -26,6 +26,7 @@ process TRAIN_STAGE1 {
         ${optionArg('--steps', params.train_stage1_steps)} \\
         ${optionArg('--batch-size', params.train_stage1_batch_size)} \\
         ${optionArg('--lr', params.train_stage1_lr)} \\
+        ${optionArg('--w-ssim', params.train_stage1_w_ssim)} \\
         ${optionArg('--val-subjects', params.train_stage1_val_subjects)} \\
         ${optionArg('--val-every', params.train_stage1_val_every)} \\
         ${optionArg('--checkpoint-every', params.train_stage1_checkpoint_every)} \\
