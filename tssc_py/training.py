@@ -13,7 +13,7 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -60,6 +60,10 @@ class RunOptions:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
+
+    ADDED: ClassVar[dict[str, Any]] = {}
+    """Options added after runs were saved without them, each with the value those runs were
+    trained with (on resume, not today's default)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -133,7 +137,8 @@ class Run:
         """The options to run with: on resume the saved ones, except ``steps`` (may grow)."""
         if self.saved is None:
             return given
-        return type(given)(**{**self.saved.config["train"], "steps": given.steps})
+        saved = {**type(given).ADDED, **self.saved.config["train"]}
+        return type(given)(**{**saved, "steps": given.steps})
 
     def check_saved(self, key: str, value: Any, problem: str) -> None:
         """Refuse to resume when the saved config's ``key`` differs from ``value``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,18 @@ def test_resume_keeps_the_saved_options(prepared: Path, tmp_path: Path) -> None:
     saved = load_checkpoint(tmp_path / "run" / "checkpoint").config
     assert saved["step"] == 3 and saved["train"]["lr"] == tiny_train_config().lr
     assert saved["stage1"]["frames"] == 6
+
+
+def test_resume_of_a_run_saved_before_the_ssim_term_keeps_it_off(
+    prepared: Path, tmp_path: Path
+) -> None:
+    train([prepared], tmp_path / "run", tiny_train_config(steps=2), show_progress=False)
+    config_file = tmp_path / "run" / "checkpoint" / "config.json"
+    config = json.loads(config_file.read_text())
+    assert config["train"].pop("w_ssim") == TrainConfig().w_ssim > 0
+    config_file.write_text(json.dumps(config))  # as a checkpoint of a version without it
+    train([prepared], tmp_path / "run", TrainConfig(steps=3), resume=True, show_progress=False)
+    assert json.loads(config_file.read_text())["train"]["w_ssim"] == 0.0
 
 
 def test_refusals(prepared: Path, tmp_path: Path) -> None:

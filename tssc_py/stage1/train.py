@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -91,6 +91,8 @@ class TrainConfig(RunOptions):
     val_sequences: int = 16
     val_steps: int = 10
     w_ssim: float = 0.3
+
+    ADDED: ClassVar[dict[str, Any]] = {"w_ssim": 0.0}
 
     def __post_init__(self) -> None:
         super().__post_init__()
