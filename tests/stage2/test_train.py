@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +61,21 @@ def test_generate_stage1_caches(prepared: Path, tmp_path: Path) -> None:
     ckpt = train_stage1(
         [prepared], tmp_path / "s1", tiny_train_config(frames=8, steps=1), show_progress=False
     )
-    made = generate_stage1(
-        sorted(prepared.glob("*.nii.gz")), tmp_path / "cache", {"checkpoint": ckpt, "steps": 2}
-    )
-    assert sorted(made) == ["s0", "s1", "s2"]
-    stamp = made["s0"].stat().st_mtime_ns
-    generate_stage1(sorted(prepared.glob("*.nii.gz")), tmp_path / "cache", {"checkpoint": ckpt})
-    assert made["s0"].stat().st_mtime_ns == stamp
+    images = sorted(prepared.glob("*.nii.gz"))
+
+    def made_at(options: dict[str, object]) -> int:
+        made = generate_stage1(images, tmp_path / "cache", {"checkpoint": ckpt, **options})
+        assert sorted(made) == ["s0", "s1", "s2"]
+        return made["s0"].stat().st_mtime_ns
+
+    first = made_at({"steps": 2})
+    assert made_at({"steps": 2, "batch_size": None}) == first  # None: the same default
+    remade = made_at({"steps": 3})  # other sampling options: made again
+    assert remade != first
+    assert made_at({"steps": 3, "flips": 8}) == remade  # 8 is the default
+    assert made_at({"steps": 3, "flips": 1}) != remade
+    settings = json.loads((tmp_path / "cache" / "made_with.json").read_text())
+    assert settings["flips"] == 1 and settings["checkpoint"]["step"] == 1
 
 
 def test_upsample_subjects_are_refused(tmp_path: Path) -> None:

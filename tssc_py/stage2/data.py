@@ -3,21 +3,26 @@
 Stage 2 learns to repair what stage 1 produces, so its inputs are stage-1 outputs: the
 filled series (prepared space) of evaluate-mode subjects, whose hidden frames are known. They
 are either made here by running the frozen stage-1 checkpoint over the subjects (and cached in
-the run folder, so a resumed run does not sample them again) or read from a folder of
+the run folder, so a resumed run does not sample them again; made again when the checkpoint
+or the sampling options change) or read from a folder of
 ``tssc-assemble`` outputs named ``SUBJECT.nii`` / ``SUBJECT.nii.gz``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
+from tssc_py.atomic import atomic_path
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan, write_scan
 from tssc_py.methods import fill_chunk, get_method
+from tssc_py.methods.diffusion import Diffusion
 from tssc_py.prepare import PrepareRecord, load_record, record_path
 from tssc_py.slices import assemble_chunks, filled_scan, split_volume
 
@@ -49,19 +54,27 @@ def generate_stage1(
 
     Args:
         images: Prepared images (with records).
-        cache: Folder of ``SUBJECT.nii`` results; existing ones are reused.
+        cache: Folder of ``SUBJECT.nii`` results and ``made_with.json`` (the checkpoint's
+            config and the sampling options they were made with); results made otherwise
+            are made again, the others reused.
         options: Options of the diffusion method (``checkpoint``, ``steps``, ...).
 
     Returns:
         Subject -> filled series path.
     """
-    runner = None
+    runner = cast(Diffusion, get_method("diffusion", **options))
+    made_with = json.dumps(runner.settings(), indent=1, sort_keys=True) + "\n"
+    stamp = cache / "made_with.json"
+    if not stamp.is_file() or stamp.read_text() != made_with:
+        for old in cache.glob("*.nii"):
+            old.unlink()
+        with atomic_path(stamp, overwrite=True) as tmp:
+            tmp.write_text(made_with)
     out = {}
     for image in images:
         record = _record(image)
         target = cache / f"{record.subject}.nii"
         if not target.exists():
-            runner = runner or get_method("diffusion", **options)
             prepared = read_scan(image).data
             with about(image):
                 chunks = split_volume(prepared, record, chunk_size=prepared.shape[2])
