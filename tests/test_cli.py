@@ -119,23 +119,20 @@ def test_run_bad_scan_in_cohort_names_it_and_leaves_no_partial_subject(tmp_path:
     write_nifti(tmp_path / "a.nii.gz", blob_series((12, 12, 12, 14)))
     (tmp_path / "b.nii.gz").write_bytes(b"\x1f\x8b broken")
     (tmp_path / "sheet.csv").write_text("subject,scan\na,a.nii.gz\nb,b.nii.gz\n")
-    proc = run_cli(
-        "tssc-run",
-        "--input",
-        tmp_path / "sheet.csv",
-        "--out",
-        tmp_path / "run",
-        "--size",
-        12,
-        "--depth",
-        12,
-        "--no-progress",
-        check=False,
-    )
+    run = ("tssc-run", "--input", tmp_path / "sheet.csv", "--out", tmp_path / "run")
+    options = ("--size", 12, "--depth", 12, "--no-progress")
+    proc = run_cli(*run, *options, check=False)
     assert_one_line_error(proc, str(tmp_path / "b.nii.gz"), "not a readable image")
     names = sorted(p.name for p in (tmp_path / "run").rglob("*") if p.is_file())
-    assert all(name.startswith("a.") for name in names), names
+    assert all(name.startswith("a.") for name in names if name != "run.json"), names
     assert not any(".tmp" in name for name in names)
+    # Mended, the run continues where it stopped; a changed option is refused.
+    write_nifti(tmp_path / "b.nii.gz", blob_series((12, 12, 12, 14), seed=1))
+    proc = run_cli(*run, "--size", 8, "--depth", 12, "--no-progress", "--resume", check=False)
+    assert_one_line_error(proc, "run.json", "other settings (prepare.size differ)")
+    run_cli(*run, *options, "--resume")
+    assert (tmp_path / "run" / "linear" / "b.nii.gz").is_file()
+    assert (tmp_path / "run" / "report" / "report.html").is_file()
 
 
 def test_run_refuses_non_empty_output(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +11,13 @@ import pandas as pd
 import pytest
 
 from tests.conftest import blob_series, write_nifti
+from tssc_py import pipeline
 from tssc_py.errors import TsscError
 from tssc_py.io import read_scan
 from tssc_py.metrics import METRICS
 from tssc_py.pipeline import run_cohort
 from tssc_py.prepare import PrepareConfig
+from tssc_py.samplesheet import Subject
 
 
 @pytest.fixture
@@ -97,3 +101,79 @@ def test_overwrite_reports_only_this_run(tmp_path: Path, cohort: Path) -> None:
     assert set(pd.read_csv(out / "report" / "summary.csv")["method"]) == {"linear"}
     assert not list((out / "metrics").glob("*.nearest.*"))
     assert not (out / "filled" / "nearest").exists()
+
+
+class KilledError(Exception):
+    """Stands for the run being killed."""
+
+
+def _grow(cohort: Path) -> None:
+    """Add a third subject to the samplesheet."""
+    write_nifti(cohort.parent / "s2.nii.gz", blob_series((20, 16, 12, 14), seed=2))
+    cohort.write_text(cohort.read_text() + "s2,s2.nii.gz,,\n")
+
+
+def test_resume_continues_an_interrupted_run(
+    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    _grow(cohort)
+    real = pipeline.run_subject
+    calls: list[str] = []
+    kill = ["s1"]
+
+    def interrupted(subject: Subject, *args: object, **kwargs: object) -> list[Path]:
+        calls.append(subject.subject)
+        if subject.subject in kill:
+            kill.clear()
+            raise KilledError
+        return real(subject, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "run_subject", interrupted)
+    with pytest.raises(KilledError):
+        run_cohort(str(cohort), out, ["linear"], config, show_progress=False)
+    state = json.loads((out / "run.json").read_text())
+    assert state["done"] == ["s0"]
+    assert not (out / "linear" / "s1.nii.gz").exists() and not (out / "report").exists()
+    first = (out / "linear" / "s0.nii.gz").stat().st_mtime_ns
+    with pytest.raises(TsscError, match="use --resume to continue"):
+        run_cohort(str(cohort), out, ["linear"], config, show_progress=False)
+
+    calls.clear()
+    run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+    assert calls == ["s1", "s2"]  # s0 is kept as it was
+    assert (out / "linear" / "s0.nii.gz").stat().st_mtime_ns == first
+    assert json.loads((out / "run.json").read_text())["done"] == ["s0", "s1", "s2"]
+    assert pd.read_csv(out / "report" / "summary.csv").loc[0, "subjects"] == 3
+
+    # A finished subject whose result was deleted is made again; the rest are kept.
+    (out / "linear" / "s1.nii.gz").unlink()
+    calls.clear()
+    run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+    assert calls == ["s1"]
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, cohort: Path) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    with pytest.raises(TsscError, match="nothing to resume"):
+        run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+    with pytest.raises(TsscError, match="exclude each other"):
+        run_cohort(str(cohort), out, ["linear"], config, resume=True, overwrite=True)
+    run_cohort(str(cohort), out, ["linear"], config, show_progress=False)
+    for methods, other, differ in (
+        (["linear", "nearest"], config, "methods.nearest"),
+        (["linear"], replace(config, size=8, depth=4), "prepare.depth, prepare.size"),
+    ):
+        with pytest.raises(TsscError, match=f"other settings \\({differ} differ\\)"):
+            run_cohort(str(cohort), out, methods, other, show_progress=False, resume=True)
+    with pytest.raises(TsscError, match="chunk_size differ"):
+        run_cohort(str(cohort), out, ["linear"], config, 4, show_progress=False, resume=True)
+    # A finished subject's scan or frame range may not change under it, nor the subject go.
+    cohort.write_text(cohort.read_text().replace("s1,s1.nii.gz,2,9", "s1,s1.nii.gz,1,9"))
+    with pytest.raises(TsscError, match="subject 's1' was run from"):
+        run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+    cohort.write_text("subject,scan\ns0,s0.nii.gz\n")
+    with pytest.raises(TsscError, match="'s1' is not in the input"):
+        run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)

@@ -11,18 +11,22 @@ Output layout under ``out``::
                                                       subject (evaluate mode only)
     metrics/SUBJECT.METHOD.frames.csv, .metrics.csv   evaluate mode only
     report/                                           tables, figures, report.html
+    run.json                                          the run's settings and finished subjects
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
-from tssc_py.atomic import outputs
+from tssc_py import __version__
+from tssc_py.atomic import atomic_path, outputs
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan, scan_suffix, write_scan
 from tssc_py.methods import Method, fill_chunk, get_method
@@ -33,6 +37,92 @@ from tssc_py.samplesheet import Subject, read_inputs
 from tssc_py.slices import assemble_chunks, split_volume
 from tssc_py.stage2 import REFINED, REFINES
 from tssc_py.stage2.refine import Refiner, load_refiner
+
+RUN_STATE = "run.json"
+"""The run's settings and the subjects it finished, in OUT: what ``--resume`` continues from."""
+
+
+def _plain(value: object) -> Any:
+    """``value`` as JSON gives it back (tuples as lists, paths as strings), for comparing."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _subject_entry(subject: Subject) -> dict[str, object]:
+    return _plain(
+        {
+            "scan": subject.scan.resolve(),
+            "start_frame": subject.start_frame,
+            "end_frame": subject.end_frame,
+        }
+    )
+
+
+def _differences(before: object, now: object, where: str = "") -> list[str]:
+    """Dotted names of the entries that differ between two JSON values (``where``: a prefix)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        found = []
+        for key in sorted(set(before) | set(now)):
+            if key in before and key in now:
+                found += _differences(before[key], now[key], f"{where}{key}.")
+            else:
+                found.append(f"{where}{key}")
+        return found
+    return [] if before == now else [where.rstrip(".") or "everything"]
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+
+
+def _resumed(
+    path: Path, settings: dict[str, Any], subjects: Sequence[Subject], results: Sequence[str]
+) -> list[str]:
+    """The subjects an earlier run in ``path.parent`` finished with these ``settings``.
+
+    A subject counts as finished when ``run.json`` lists it and its results are all still
+    there (a deleted result is made again); the input may gain subjects.
+
+    Raises:
+        TsscError: If there is no ``run.json``, or it records other settings, or a finished
+            subject is missing from the input or now has another scan or frame range.
+    """
+    if not path.is_file():
+        raise TsscError("nothing to resume: no run.json (start the run without --resume)", path)
+    try:
+        state = json.loads(path.read_text())
+        before, done, entries = state["settings"], state["done"], state["subjects"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TsscError(f"unreadable run state ({exc})", path) from None
+    changed = _differences(before, settings)
+    if changed:
+        listed = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
+        raise TsscError(
+            f"the run was made with other settings ({listed} differ); "
+            "resume with the same options, or start again with --overwrite",
+            path,
+        )
+    now = {s.subject: _subject_entry(s) for s in subjects}
+    for subject in done:
+        if subject not in now:
+            raise TsscError(
+                f"finished subject {subject!r} is not in the input any more "
+                "(start again with --overwrite)",
+                path,
+            )
+        if now[subject] != entries.get(subject):
+            raise TsscError(
+                f"subject {subject!r} was run from {entries.get(subject)}, "
+                f"the input now gives {now[subject]} (start again with --overwrite)",
+                path,
+            )
+    out = path.parent
+    return [
+        s.subject
+        for s in subjects
+        if s.subject in done
+        and all((out / name / f"{s.subject}{scan_suffix(s.scan)}").is_file() for name in results)
+    ]
 
 
 def _subject_config(config: PrepareConfig, subject: Subject) -> PrepareConfig:
@@ -115,6 +205,7 @@ def run_cohort(
     refine_options: Mapping[str, object] | None = None,
     dataset: str | None = None,
     figure_subject: str | None = None,
+    resume: bool = False,
 ) -> list[Path]:
     """Prepare, interpolate, restore and score every subject, then write the report.
 
@@ -136,10 +227,15 @@ def run_cohort(
         dataset: The cohort's label in the report (default: the name of the folder holding
             ``inputs``).
         figure_subject: The subject of the report's example figures (default: the first).
+        resume: Continue the run in ``out`` (its ``run.json``): subjects it finished are kept,
+            the others run (replacing what an interrupted subject left), then the report is
+            made again. Refused if the settings differ from the recorded ones.
 
     Returns:
         Every file written.
     """
+    if resume and overwrite:
+        raise TsscError("resume and overwrite exclude each other")
     config = config or PrepareConfig()
     methods = list(dict.fromkeys(methods))
     if not methods:
@@ -162,23 +258,56 @@ def run_cohort(
     elif figure_subject not in {s.subject for s in subjects}:
         raise TsscError(f"figure subject {figure_subject!r} is not in the input", inputs)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise TsscError("output folder is not empty (use --overwrite to replace outputs)", out)
+    # Everything that decides the outputs, defaults included, as run.json records it.
+    settings = _plain(
+        {
+            "methods": {runner.name: runner.settings() for runner in runners},
+            "refine": None if refiner is None else refiner.settings(),
+            "prepare": asdict(config),
+            "chunk_size": chunk_size,
+            "ssim": ssim_mode,
+            "dataset": dataset,
+            "figure_subject": figure_subject,
+        }
+    )
+    results = methods + ([REFINED] if refiner is not None else [])
+    state_path = out / RUN_STATE
+    done = []
+    if resume:
+        done = _resumed(state_path, settings, subjects, results)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise TsscError(
+            "output folder is not empty (use --resume to continue the run in it, "
+            "--overwrite to replace its outputs)",
+            out,
+        )
     if overwrite:
         # The scores, kept series and report describe one run: a rerun with fewer methods or
         # subjects must not report what an earlier run left there.
         for stale in ("metrics", FILLED, "report"):
             shutil.rmtree(out / stale, ignore_errors=True)
+    state = {
+        "tssc_version": __version__,
+        "settings": settings,
+        "subjects": {s.subject: _subject_entry(s) for s in subjects},
+        "done": done,
+    }
+    _write_state(state_path, state)
     written: list[Path] = []
     with tqdm(
         total=len(subjects) * len(methods),
+        initial=len(done) * len(methods),
         desc="tssc-run",
         unit="run",
         disable=not show_progress,
     ) as progress:
         if refiner is not None:
             progress.write(f"stage 2 state-space backend: {refiner.backend}")
+        if resume:
+            progress.write(f"resuming: {len(done)} of {len(subjects)} subjects already done")
         for subject in subjects:
+            if subject.subject in done:
+                continue
             written += run_subject(
                 subject,
                 out,
@@ -186,16 +315,18 @@ def run_cohort(
                 config,
                 chunk_size,
                 ssim_mode,
-                overwrite,
+                overwrite or resume,
                 progress,
                 refiner,
                 keep_filled=subject.subject == figure_subject,
             )
+            done.append(subject.subject)
+            _write_state(state_path, state)
     if config.mode == "evaluate":
         written += write_report(
             out / "report",
             datasets=[(dataset, out)],
             figure_subject=figure_subject,
-            overwrite=overwrite,
+            overwrite=overwrite or resume,
         )
-    return written
+    return [*written, state_path]

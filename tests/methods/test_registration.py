@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,13 @@ def test_each_method_takes_the_checkpoint_of_its_kind(
     for model in MODELS:
         method = get_method(model, checkpoint=given)
         assert method.model.config.model == model
+        # What tssc-run --resume compares: the checkpoint's config, not where it runs.
+        settings = method.settings()
+        assert settings == {
+            "checkpoint": json.loads((baseline_checkpoints[model] / "config.json").read_text()),
+            "batch_size": 16,
+        }
+    assert get_method("demons").settings() == {}
     assert get_method("linear", checkpoint=given).name == "linear"
     with pytest.raises(TsscError, match="'uvinet' needs one 'uvinet' checkpoint, none among"):
         get_method("uvinet", checkpoint=[checkpoint, baseline_checkpoints["voxelmorph"]])

@@ -19,6 +19,9 @@ M = TypeVar("M", bound=type["Method"])
 
 _REGISTRY: dict[str, type[Method]] = {}
 
+RUNTIME_OPTIONS = ("device", "compile")
+"""Method options that choose where a method runs, not what it computes."""
+
 
 class Method(ABC):
     """An interpolation method.
@@ -33,6 +36,21 @@ class Method(ABC):
     min_known: ClassVar[int] = 2
     options: ClassVar[tuple[str, ...]] = ()
     checkpoint_kind: ClassVar[str | None] = None
+
+    def settings(self) -> dict[str, object]:
+        """What decides this method's output besides its input: the value of each option
+        (defaults included; an instance keeps each as the attribute of that name), a trained
+        model's checkpoint as its config (which names its training step). Where it runs
+        (``device``, ``compile``) is left out: it changes results only by rounding."""
+        values: dict[str, object] = {
+            name: getattr(self, name) for name in self.options if name not in RUNTIME_OPTIONS
+        }
+        if "checkpoint" in values:
+            values["checkpoint"] = load_checkpoint(
+                values["checkpoint"],
+                self.checkpoint_kind,  # type: ignore[arg-type]
+            ).config
+        return values
 
     @abstractmethod
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods.base import Method, register
@@ -85,15 +84,6 @@ class Diffusion(Method):
         self.network = self.stage1.model
         if compile and self.device.type == "cuda":
             self.network = torch.compile(self.stage1.model)
-
-    def settings(self) -> dict[str, object]:
-        """What decides this method's output besides its input: the checkpoint's config (which
-        names its training step) and the sampling options, defaults included."""
-        names = ("weights", "steps", "eta", "seed", "samples", "flips", "batch_size")
-        return {
-            "checkpoint": load_checkpoint(self.checkpoint, "stage1").config,
-            **{name: getattr(self, name) for name in names},
-        }
 
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
         config = self.stage1.config

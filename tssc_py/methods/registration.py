@@ -160,7 +160,7 @@ class Learned(PairMethod):
             raise TsscError(f"batch size must be at least 1, got {batch_size}")
         self.device = resolve_device(device)
         self.model = load_baseline(checkpoint, self.name, self.device)
-        self.batch_size = batch_size
+        self.checkpoint, self.batch_size = Path(checkpoint), batch_size
 
     def between(self, frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float]) -> np.ndarray:
         from tssc_py.baselines.model import interpolate_pair

@@ -140,6 +140,7 @@ class Refiner:
 
     net: RefineNet
     device: torch.device
+    checkpoint: Path
     tile: int | None = None
     overlap: int = 16
 
@@ -147,6 +148,12 @@ class Refiner:
     def backend(self) -> str:
         """The state-space backend that runs."""
         return resolve_backend(self.net.config.backend, self.device)
+
+    def settings(self) -> dict[str, object]:
+        """What decides the refined series besides its input: the checkpoint's config (which
+        names its training step) and the tiling (the backend and device only round)."""
+        config = load_checkpoint(self.checkpoint, "stage2").config
+        return {"checkpoint": config, "tile": self.tile, "overlap": self.overlap}
 
     def __call__(self, series: np.ndarray, known: Sequence[int]) -> np.ndarray:
         """Refine every frame of ``series`` not in ``known``."""
@@ -162,7 +169,8 @@ def load_refiner(
 ) -> Refiner:
     """Load a stage-2 checkpoint as a :class:`Refiner` (see :func:`load_refine`)."""
     where = resolve_device(device)
-    return Refiner(load_refine(checkpoint, where, backend), where, tile, overlap)
+    net = load_refine(checkpoint, where, backend)
+    return Refiner(net, where, Path(checkpoint), tile, overlap)
 
 
 def refine_file(
