@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from tssc_py.checkpoint import (
     load_checkpoint,
@@ -89,6 +90,15 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     (path / "config.json").write_text("{not json")
     with pytest.raises(TsscError, match="not valid JSON"):
         load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_say_what(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "c", {"kind": "t"}, {"model": nn.Linear(3, 4).state_dict()})
+    with pytest.raises(TsscError, match=r"model weights do not fit .*size mismatch for weight"):
+        load_checkpoint(path).load_into(nn.Linear(3, 5), "model")
+    message = "does not describe a model this version can build"
+    with pytest.raises(TsscError, match=message), load_checkpoint(path).building():
+        nn.Linear("x", 4)  # type: ignore[arg-type]
 
 
 def test_optimizer_state_round_trip(tmp_path: Path) -> None:

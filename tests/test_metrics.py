@@ -189,7 +189,7 @@ def test_evaluate_files_errors(case: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(TsscError, match="different shapes") as err:
         metrics.evaluate_files(method="m", **{**case, "prediction": short})
     assert err.value.path == short
-    with pytest.raises(TsscError, match="expects 5") as err:
+    with pytest.raises(TsscError, match=r"expects \(16, 16, 12, 5\)") as err:
         metrics.evaluate_files(method="m", **{**case, "prediction": short, "truth": short})
     assert not case["out"].exists()
 
@@ -200,6 +200,36 @@ def test_evaluate_files_errors(case: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(TsscError, match="upsample mode has no ground truth") as err:
         metrics.evaluate_files(method="m", **{**case, "record": tmp_path / "up.json"})
     assert err.value.path == tmp_path / "up.json"
+
+
+@pytest.mark.parametrize("z_offset", [0, 3, 8])
+def test_only_the_scans_own_slices_are_scored(tmp_path: Path, z_offset: int) -> None:
+    rng = np.random.default_rng(3)
+    source = gaussian_filter(rng.random((16, 16, 4, 5)), (2, 2, 1, 0)) * 1000
+    config = PrepareConfig(mode="evaluate", frames=5, size=16, depth=12)
+    prepared, record = prepare_scan(Scan(source, np.eye(4)), config, "sub03")
+    record.z_offset = z_offset  # as a centred or shifted depth fit would place the slices
+    real = record.scan_slices
+    assert (real.start, real.stop) == (z_offset, min(12, z_offset + 4))
+    truth = np.zeros_like(prepared.data)
+    truth[:, :, real] = prepared.data[:, :, : real.stop - real.start]
+    pred = truth.copy()
+    pred[:, :, real, 1:4] += 0.05  # wrong on the scan's slices, "perfect" on the padding
+    save_record(record, tmp_path / "sub03.json")
+    paths = {
+        "truth": _write(truth, tmp_path / "t.nii"),
+        "prediction": _write(pred, tmp_path / "p.nii"),
+        "record": tmp_path / "sub03.json",
+    }
+    _, means_path = metrics.evaluate_files(
+        method="m", out=tmp_path / "out", ssim_mode="2d", **paths
+    )
+    means = pd.read_csv(means_path)
+    assert means["mae"].iloc[0] == pytest.approx(0.05, rel=1e-5)
+    assert means["psnr"].iloc[0] == pytest.approx(-10 * math.log10(0.05**2), rel=1e-4)
+    # 3D SSIM over 4 (or fewer) real slices: refused before any scoring.
+    with pytest.raises(TsscError, match="3D SSIM needs at least 11"):
+        metrics.evaluate_files(method="m", out=tmp_path / "o3", ssim_mode="3d", **paths)
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:

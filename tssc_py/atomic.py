@@ -24,7 +24,27 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise TsscError("output exists (use --overwrite to replace it)", path)
+    check_folder(path.parent)
     return path
+
+
+def check_folder(folder: str | Path) -> Path:
+    """Refuse, before any work, an output folder that cannot be made or written in.
+
+    Raises:
+        TsscError: If a file stands where the folder or one of its parents would be, or the
+            nearest existing parent is not writable.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == folder else f" ({existing} is a file)"
+        raise TsscError(f"is not a folder and cannot become one{where}", folder)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TsscError(f"cannot write in {existing} (permission denied)", folder)
+    return folder
 
 
 def _umask() -> int:

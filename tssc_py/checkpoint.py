@@ -6,7 +6,8 @@ training checkpoint ``training``: optimizer moments and random generator states)
 training checkpoints, ``training.json`` (step, optimizer hyper-parameters, NumPy generator
 state). Nothing in it can execute code when loaded. The folder is replaced atomically: it is
 written under a temporary name next to the destination and renamed into place, so a job
-killed while saving leaves the previous checkpoint intact.
+killed while saving leaves the previous checkpoint intact (and, stopped by SIGINT or SIGTERM,
+no temporary folder).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tssc_py import __version__
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, about
+from tssc_py.signals import signals_held
 
 CONFIG = "config.json"
 
@@ -71,8 +75,27 @@ class Checkpoint:
         try:
             module.load_state_dict(self.tensors(name))
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise TsscError(f"weights do not fit the model config: {first}", self.path) from None
+            # PyTorch's first line only names the model; the next ones name each problem.
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0]
+            if len(detail) > 240:  # a list of missing keys can be thousands of characters
+                detail = detail[:240] + "..."
+            more = f" (and {len(lines) - 2} more)" if len(lines) > 2 else ""
+            raise TsscError(
+                f"{name} weights do not fit the model config: {detail}{more}", self.path
+            ) from None
+
+    @contextmanager
+    def building(self) -> Iterator[None]:
+        """Around rebuilding the model from ``config``: what a hand-edited or foreign
+        config.json makes the model code raise becomes one error naming the folder."""
+        try:
+            with about(self.path):
+                yield
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise TsscError(
+                f"{CONFIG} does not describe a model this version can build ({exc})", self.path
+            ) from None
 
     def json(self, name: str) -> dict[str, Any]:
         """Load ``name``.json.
@@ -153,8 +176,11 @@ def save_checkpoint(
         os.chmod(tmp, 0o777 & ~mask)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
+            # Between these two renames there is no checkpoint at ``path``: no signal may
+            # stop the process there.
+            with signals_held():
+                os.replace(path, old / path.name)
+                os.replace(tmp, path)
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)

@@ -7,6 +7,7 @@ exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ import click
 from tssc_py.errors import TsscError
 from tssc_py.metrics import SSIM_MODES
 from tssc_py.prepare import MODES, PrepareConfig
+from tssc_py.signals import Terminated, raise_on_sigterm
 from tssc_py.stage1 import DEVICES, WEIGHTS
 from tssc_py.stage2.ssm import BACKENDS
 
@@ -25,17 +27,23 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class Command(click.Command):
-    """A click command that reports :class:`TsscError` as a one-line error."""
+    """A click command that reports :class:`TsscError` as a one-line error, and SIGTERM (a
+    batch system's time limit) as one line and exit status 143 after removing what was
+    half-written."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("context_settings", CONTEXT)
         super().__init__(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
+        raise_on_sigterm()
         try:
             return super().invoke(ctx)
         except TsscError as exc:
             raise click.ClickException(str(exc)) from None
+        except Terminated as exc:
+            click.echo(f"Error: {exc}", err=True)
+            raise click.exceptions.Exit(128 + signal.SIGTERM) from None
 
 
 def command(func: F) -> click.Command:

@@ -29,3 +29,22 @@ def about(path: str | Path) -> Iterator[None]:
         if exc.path is not None:
             raise
         raise TsscError(exc.message, path) from None
+
+
+def differences(before: object, now: object) -> str:
+    """What differs between two JSON values, as dotted names for a message ("a.b, c"; the
+    first four, then "..."); empty when nothing does."""
+    names = _differing(before, now, "")
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+def _differing(before: object, now: object, where: str) -> list[str]:
+    if isinstance(before, dict) and isinstance(now, dict):
+        found = []
+        for key in sorted(set(before) | set(now)):
+            if key in before and key in now:
+                found += _differing(before[key], now[key], f"{where}{key}.")
+            else:
+                found.append(f"{where}{key}")
+        return found
+    return [] if before == now else [where.rstrip(".") or "everything"]

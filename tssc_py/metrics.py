@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from tssc_py.atomic import OutputSet, outputs
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan
-from tssc_py.prepare import PrepareRecord, load_record
+from tssc_py.prepare import PrepareRecord, check_model_space, load_record
 
 if TYPE_CHECKING:
     import torch
@@ -193,6 +193,18 @@ def check_known_frames(known_frames: Sequence[int], n_frames: int) -> list[int]:
     return known
 
 
+def check_scored_shape(record: PrepareRecord, ssim_mode: str) -> None:
+    """Check, before any work, that the volume scored for ``record`` (the scan's own slices of
+    a model-space frame) fits the SSIM window.
+
+    Raises:
+        TsscError: As :func:`check_ssim_shape`.
+    """
+    scored = record.scan_slices
+    size = int(record.config["size"])
+    check_ssim_shape((size, size, scored.stop - scored.start), ssim_mode)
+
+
 def score_series(
     prediction: np.ndarray,
     truth: np.ndarray,
@@ -277,19 +289,13 @@ def evaluate_files(
             f"(truth: {truth})",
             prediction,
         )
-    if pred.shape[3] != rec.n_frames:
-        raise TsscError(
-            f"has {pred.shape[3]} frames, the preparation record {record} expects {rec.n_frames}",
-            prediction,
-        )
     try:
         check_known_frames(rec.known_frames, rec.n_frames)
     except TsscError as exc:
         raise TsscError(str(exc), record) from None
-    try:
-        check_ssim_shape(pred.shape[:3], ssim_mode)
-    except TsscError as exc:
-        raise TsscError(str(exc), prediction) from None
+    with about(prediction):
+        check_model_space(pred.shape, rec)
+        check_scored_shape(rec, ssim_mode)
     with outputs(overwrite) as group:
         return write_subject_metrics(pred, true, rec, method, out, ssim_mode, group)
 
@@ -313,7 +319,12 @@ def write_subject_metrics(
     # Reserve (and refuse existing) outputs before the slow scoring, not after it.
     frames_tmp = group.path(frames_path)
     metrics_tmp = group.path(metrics_path)
-    table = score_series(prediction, truth, record.known_frames, ssim_mode)
+    # Only the scan's own slices: depth padding is empty in every method's output and in the
+    # truth, and would score as perfectly predicted.
+    scored = record.scan_slices
+    table = score_series(
+        prediction[:, :, scored], truth[:, :, scored], record.known_frames, ssim_mode
+    )
     table.insert(0, "method", method)
     table.insert(0, "subject", record.subject)
     means = table[list(METRICS)].mean()

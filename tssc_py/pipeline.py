@@ -26,11 +26,11 @@ from typing import Any
 from tqdm import tqdm
 
 from tssc_py import __version__
-from tssc_py.atomic import atomic_path, outputs
-from tssc_py.errors import TsscError, about
+from tssc_py.atomic import atomic_path, check_folder, outputs
+from tssc_py.errors import TsscError, about, differences
 from tssc_py.io import read_scan, scan_suffix, write_scan
 from tssc_py.methods import Method, fill_chunk, get_method
-from tssc_py.metrics import write_subject_metrics
+from tssc_py.metrics import check_scored_shape, write_subject_metrics
 from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record
 from tssc_py.report import FILLED, PREPARED, check_label, folder_label, write_report
 from tssc_py.samplesheet import Subject, read_inputs
@@ -57,19 +57,6 @@ def _subject_entry(subject: Subject) -> dict[str, object]:
     )
 
 
-def _differences(before: object, now: object, where: str = "") -> list[str]:
-    """Dotted names of the entries that differ between two JSON values (``where``: a prefix)."""
-    if isinstance(before, dict) and isinstance(now, dict):
-        found = []
-        for key in sorted(set(before) | set(now)):
-            if key in before and key in now:
-                found += _differences(before[key], now[key], f"{where}{key}.")
-            else:
-                found.append(f"{where}{key}")
-        return found
-    return [] if before == now else [where.rstrip(".") or "everything"]
-
-
 def _write_state(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(state, indent=1) + "\n")
@@ -94,11 +81,10 @@ def _resumed(
         before, done, entries = state["settings"], state["done"], state["subjects"]
     except (ValueError, KeyError, TypeError) as exc:
         raise TsscError(f"unreadable run state ({exc})", path) from None
-    changed = _differences(before, settings)
+    changed = differences(before, settings)
     if changed:
-        listed = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
         raise TsscError(
-            f"the run was made with other settings ({listed} differ); "
+            f"the run was made with other settings ({changed} differ); "
             "resume with the same options, or start again with --overwrite",
             path,
         )
@@ -159,6 +145,8 @@ def run_subject(
             scan, _subject_config(config, subject), subject.subject, str(subject.scan)
         )
         chunks = split_volume(prepared.data, record, chunk_size)
+        if record.mode == "evaluate":
+            check_scored_shape(record, ssim_mode)  # before the methods run, not after
     written = []
     with outputs(overwrite) as group:
         written.append(
@@ -275,7 +263,7 @@ def run_cohort(
     done = []
     if resume:
         done = _resumed(state_path, settings, subjects, results)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif check_folder(out).exists() and any(out.iterdir()) and not overwrite:
         raise TsscError(
             "output folder is not empty (use --resume to continue the run in it, "
             "--overwrite to replace its outputs)",

@@ -110,6 +110,14 @@ class PrepareRecord:
     tssc_version: str = field(default=__version__)
 
     @property
+    def scan_slices(self) -> slice:
+        """The model-space slices that hold the scan's own slices (the others are padding)."""
+        _, first, count = _depth_window(
+            self.original_shape[2], int(self.config["depth"]), self.z_offset
+        )
+        return slice(first, first + count)
+
+    @property
     def predicted_frames(self) -> list[int]:
         """Positions in the filled series that a method must predict."""
         known = set(self.known_frames)
@@ -226,14 +234,20 @@ def resample_inplane(data: np.ndarray, size: tuple[int, int], antialias: bool) -
     return array.reshape((*size, *data.shape[2:]), order="F")
 
 
+def _depth_window(nz: int, depth: int, z_offset: int) -> tuple[int, int, int]:
+    """Slices ``z`` of ``nz`` go to ``z + z_offset`` of ``depth``: (first source slice, first
+    destination slice, how many fit)."""
+    src0, dst0 = max(0, -z_offset), max(0, z_offset)
+    return src0, dst0, min(nz - src0, depth - dst0)
+
+
 def _fit_depth(data: np.ndarray, depth: int, z_offset: int) -> np.ndarray:
     """Place source slices at ``z + z_offset`` in a volume of ``depth`` slices (zero filled)."""
     if z_offset == 0 and depth == data.shape[2]:
         return data
     shape = (data.shape[0], data.shape[1], depth, *data.shape[3:])
     out = np.zeros(shape, dtype=data.dtype, order="F")
-    src0, dst0 = max(0, -z_offset), max(0, z_offset)
-    count = min(data.shape[2] - src0, depth - dst0)
+    src0, dst0, count = _depth_window(data.shape[2], depth, z_offset)
     out[:, :, dst0 : dst0 + count] = data[:, :, src0 : src0 + count]
     return out
 
@@ -351,6 +365,23 @@ def prepare_scan(
     return out, record
 
 
+def check_model_space(shape: tuple[int, ...], record: PrepareRecord, filled: bool = True) -> None:
+    """Refuse a volume that is not the record's filled (or, with ``filled`` False, prepared)
+    series: another size, depth or number of frames.
+
+    Raises:
+        TsscError: Naming the shapes, the subject and the mode.
+    """
+    config = PrepareConfig(**record.config)
+    frames = record.n_frames if filled else len(record.prepared_frames)
+    expected = (config.size, config.size, config.depth, frames)
+    if tuple(shape) != expected:
+        raise TsscError(
+            f"has shape {tuple(shape)}, the record expects {expected} "
+            f"(subject {record.subject}, {record.mode} mode)"
+        )
+
+
 def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
     """Map a filled series in model space back to the source grid, intensities and dtype.
 
@@ -366,13 +397,7 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
     Raises:
         TsscError: if the volume does not have the prepared shape.
     """
-    config = PrepareConfig(**record.config)
-    expected = (config.size, config.size, config.depth, record.n_frames)
-    if volume.shape != expected:
-        raise TsscError(
-            f"has shape {volume.shape}, the record expects {expected} "
-            f"(subject {record.subject}, {record.mode} mode)"
-        )
+    check_model_space(volume.shape, record)
     nx, ny, nz = record.original_shape[:3]
     dtype = np.dtype(record.original_dtype)
     integer = np.issubdtype(dtype, np.integer)

@@ -21,7 +21,7 @@ import numpy as np
 from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError, about
 from tssc_py.io import Scan, read_scan, write_scan
-from tssc_py.prepare import PrepareRecord, load_record
+from tssc_py.prepare import PrepareRecord, check_model_space, load_record
 
 CHUNK_VERSION = 1
 
@@ -71,11 +71,7 @@ def split_volume(prepared: np.ndarray, record: PrepareRecord, chunk_size: int) -
     """
     if chunk_size < 1:
         raise TsscError(f"chunk size must be at least 1, got {chunk_size}")
-    if prepared.ndim != 4 or prepared.shape[3] != len(record.prepared_frames):
-        raise TsscError(
-            f"volume of shape {prepared.shape} does not match the record "
-            f"({len(record.prepared_frames)} prepared frames)"
-        )
+    check_model_space(prepared.shape, record, filled=False)
     nx, ny, depth, _ = prepared.shape
     known = tuple(record.known_frames)
     chunks = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tssc_py.atomic import atomic_path
+from tssc_py.atomic import atomic_path, check_folder
 from tssc_py.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -28,7 +29,8 @@ from tssc_py.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, differences
+from tssc_py.signals import Terminated
 
 T = TypeVar("T")
 Options = TypeVar("Options", bound="RunOptions")
@@ -94,6 +96,15 @@ def hold_out(items: Sequence[T], count: int, name: Callable[[T], str]) -> tuple[
     return ordered[:cut], ordered[cut:]
 
 
+def versus_linear_line(step: int, scores: Mapping[str, float]) -> str:
+    """The progress line of a validation scored against ``linear`` (``versus_linear``)."""
+    return (
+        f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
+        f"(linear {scores['val_linear_psnr']:.2f}), SSIM {scores['val_ssim']:.4f} "
+        f"(linear {scores['val_linear_ssim']:.4f})"
+    )
+
+
 class Run:
     """A training run folder.
 
@@ -124,6 +135,7 @@ class Run:
         self.log_path = self.out / "log.csv"
         self.rows: list[dict[str, Any]] = []
         self.saved: Checkpoint | None = None
+        check_folder(self.out)
         if resume:
             self.saved = load_checkpoint(self.checkpoint, kind)
             if "train" not in self.saved.config or not self.saved.has("training"):
@@ -134,19 +146,45 @@ class Run:
             )
 
     def options(self, given: Options) -> Options:
-        """The options to run with: on resume the saved ones, except ``steps`` (may grow)."""
+        """The options to run with: on resume the saved ones, except ``steps`` (may grow).
+
+        Given options that differ from both their default and the saved value are named on
+        stderr, since they are not used.
+
+        Raises:
+            TsscError: If the saved options are not this version's.
+        """
         if self.saved is None:
             return given
         saved = {**type(given).ADDED, **self.saved.config["train"]}
-        return type(given)(**{**saved, "steps": given.steps})
+        try:
+            options = type(given)(**{**saved, "steps": given.steps})
+        except TypeError as exc:
+            raise TsscError(
+                f"saved training options this version does not know ({exc}): "
+                "resume with the tssc version that saved them",
+                self.checkpoint,
+            ) from None
+        default = type(given)()
+        ignored = [
+            f"{name} {getattr(options, name)} (not {value})"
+            for name, value in vars(given).items()
+            if value != getattr(default, name) and value != getattr(options, name)
+        ]
+        if ignored:
+            tqdm.write(f"resuming with the saved options: {', '.join(ignored)}", file=sys.stderr)
+        return options
 
     def check_saved(self, key: str, value: Any, problem: str) -> None:
         """Refuse to resume when the saved config's ``key`` differs from ``value``.
 
         Raises:
-            TsscError: Naming the checkpoint and ``problem``.
+            TsscError: Naming the checkpoint, ``problem`` and what differs.
         """
         if self.saved is not None and self.saved.config.get(key) != value:
+            saved = self.saved.config.get(key)
+            if isinstance(saved, dict) and isinstance(value, dict):
+                problem += f" ({differences(saved, value)} differ)"
             raise TsscError(problem, self.checkpoint)
 
     def restore(
@@ -164,26 +202,49 @@ class Run:
             self.saved.load_into(module, name)
         state = self.saved.json("training")
         tensors = self.saved.tensors("training")
-        load_optimizer_state(optimizer, tensors, state["optimizer"])
-        generator.set_state(tensors["torch_generator"])
-        rng.bit_generator.state = state["numpy_generator"]
-        step = int(state["step"])
+        try:
+            load_optimizer_state(optimizer, tensors, state["optimizer"])
+            generator.set_state(tensors["torch_generator"])
+            rng.bit_generator.state = state["numpy_generator"]
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise TsscError(
+                f"training state unreadable ({type(exc).__name__}: {exc})", self.checkpoint
+            ) from None
         self.rows = self._read_log(step)
         return step
 
-    def due(self, step: int, options: RunOptions, can_validate: bool) -> tuple[bool, bool, bool]:
+    def due(
+        self, step: int, options: RunOptions, can_validate: bool, stopping: bool = False
+    ) -> tuple[bool, bool, bool]:
         """What happens after ``step``: (validate, checkpoint, log a row).
 
         The last step always validates (when there is a validation set) and saves; every
         checkpoint gets a log row, so that a resumed run logs exactly the rows of an
-        uninterrupted one (each row's loss is the mean since the previous row).
+        uninterrupted one (each row's loss is the mean since the previous row). ``stopping``
+        (SIGTERM came) saves and logs at once, without validating: a batch system allows
+        only seconds between SIGTERM and SIGKILL.
         """
+        if stopping:
+            return False, True, True
         last = step == options.steps
         validate = can_validate and (
             last or (options.val_every > 0 and step % options.val_every == 0)
         )
         checkpoint = last or (options.checkpoint_every > 0 and step % options.checkpoint_every == 0)
         return validate, checkpoint, validate or checkpoint or step % LOG_EVERY == 0
+
+    def stop_if(self, stopping: bool, step: int) -> None:
+        """End the run after ``step``'s checkpoint when SIGTERM came.
+
+        Raises:
+            Terminated: If ``stopping``.
+        """
+        if stopping:
+            raise Terminated(
+                f"stopped by SIGTERM after step {step}, saved in {self.checkpoint}: "
+                "continue with --resume"
+            )
 
     def finish(self, bar: tqdm, first_step: int, options: RunOptions) -> Path:
         """Close the progress bar, say so if a resumed run had nothing left to do.

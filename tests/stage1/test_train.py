@@ -62,7 +62,9 @@ def test_resume_continues_exactly(prepared: Path, tmp_path: Path) -> None:
     ]
 
 
-def test_resume_keeps_the_saved_options(prepared: Path, tmp_path: Path) -> None:
+def test_resume_keeps_the_saved_options(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     train([prepared], tmp_path / "run", tiny_train_config(steps=2), show_progress=False)
     train(
         [prepared],
@@ -74,6 +76,10 @@ def test_resume_keeps_the_saved_options(prepared: Path, tmp_path: Path) -> None:
     saved = load_checkpoint(tmp_path / "run" / "checkpoint").config
     assert saved["step"] == 3 and saved["train"]["lr"] == tiny_train_config().lr
     assert saved["stage1"]["frames"] == 6
+    # The given options not used are named (those left at their defaults are not).
+    note = capsys.readouterr().err
+    lr = tiny_train_config().lr
+    assert f"resuming with the saved options: lr {lr} (not 1.0), frames 6 (not 7)" in note
 
 
 def test_resume_of_a_run_saved_before_the_ssim_term_keeps_it_off(
@@ -102,6 +108,28 @@ def test_refusals(prepared: Path, tmp_path: Path) -> None:
         train([others], run, tiny_train_config(steps=3), resume=True, show_progress=False)
     with pytest.raises(TsscError, match="leave none for training"):
         train([others], tmp_path / "r2", tiny_train_config(val_subjects=2), show_progress=False)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(TsscError, match="afile: is not a folder"):
+        train([prepared], tmp_path / "afile", tiny_train_config(), show_progress=False)
+    with pytest.raises(TsscError, match=r"s0\.nii\.gz: is not a prepared image: no s0\.json"):
+        train([others.parent / "scans" / "s0.nii.gz"], tmp_path / "r3", tiny_train_config())
+    # A checkpoint of another model, or saved by another version: one clear line each.
+    saved = json.loads((run / "checkpoint" / "config.json").read_text())
+    edited = {**saved, "stage1": {**saved["stage1"], "model": {**saved["stage1"]["model"]}}}
+    edited["stage1"]["model"]["hidden"] = 128
+    (run / "checkpoint" / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(TsscError, match=r"another shape \(model.hidden differ\)"):
+        train([prepared], run, tiny_train_config(steps=3), resume=True, show_progress=False)
+    (run / "checkpoint" / "config.json").write_text(
+        json.dumps({**saved, "train": {**saved["train"], "newer": 1}})
+    )
+    with pytest.raises(TsscError, match="saved training options this version does not know"):
+        train([prepared], run, tiny_train_config(steps=3), resume=True, show_progress=False)
+    (run / "checkpoint" / "config.json").write_text(json.dumps(saved))
+    (run / "checkpoint" / "training.json").write_text("{}")
+    with pytest.raises(TsscError, match="training state unreadable"):
+        train([prepared], run, tiny_train_config(steps=3), resume=True, show_progress=False)
+    train([prepared], run, tiny_train_config(steps=2), overwrite=True, show_progress=False)
     log = run / "log.csv"  # a log of another version: one clear line, not a traceback
     log.write_text(log.read_text().replace("val_psnr", "val_old_psnr"))
     with pytest.raises(TsscError, match="this version logs"):

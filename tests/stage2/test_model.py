@@ -109,4 +109,9 @@ def test_shape_checks_and_config() -> None:
         build_refine("tiny", width=3)
     cfg = RefineConfig(channels=4)
     assert RefineConfig.from_dict(cfg.to_dict()) == cfg
+    # Every width must split into the normalisation groups (4, 8, 16 do; 12 does not).
+    with pytest.raises(TsscError, match=r"channels 3 gives the widths \[3, 6, 12\]"):
+        RefineConfig(channels=3)
+    with pytest.raises(TsscError, match="use a multiple of 8"):
+        build_refine("tiny", channels=99)
     assert isinstance(build_refine("base"), RefineNet)

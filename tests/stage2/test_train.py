@@ -21,7 +21,7 @@ from tssc_py.slices import assemble_chunks, filled_scan, split_volume
 from tssc_py.stage1.train import train as train_stage1
 from tssc_py.stage2.data import CropSampler, generate_stage1, load_pairs, outputs_folder
 from tssc_py.stage2.model import build_refine
-from tssc_py.stage2.refine import load_refine, refine_series, refine_volume
+from tssc_py.stage2.refine import load_refine, refine_file, refine_series, refine_volume
 from tssc_py.stage2.train import LOG_COLUMNS, TrainConfig, train
 
 
@@ -64,7 +64,8 @@ def test_generate_stage1_caches(prepared: Path, tmp_path: Path) -> None:
     images = sorted(prepared.glob("*.nii.gz"))
 
     def made_at(options: dict[str, object]) -> int:
-        made = generate_stage1(images, tmp_path / "cache", {"checkpoint": ckpt, **options})
+        runner = get_method("diffusion", checkpoint=ckpt, **options)
+        made = generate_stage1(images, tmp_path / "cache", runner)
         assert sorted(made) == ["s0", "s1", "s2"]
         return made["s0"].stat().st_mtime_ns
 
@@ -174,6 +175,12 @@ def test_refine_cli(prepared: Path, outputs: Path, tmp_path: Path) -> None:
     assert "state-space backend: torch" in proc.stdout
     refined, filled = read_scan(out).data, read_scan(outputs / "s0.nii").data
     np.testing.assert_array_equal(refined[..., [0, 7]], filled[..., [0, 7]])
+    # A series that is not the record's (here a slice short) is refused before any work.
+    thin = write_scan(
+        read_scan(outputs / "s0.nii").replace(data=filled[:, :, :3]), tmp_path / "t.nii"
+    )
+    with pytest.raises(TsscError, match=r"t\.nii: has shape .* the record expects"):
+        refine_file(thin, prepared / "s0.json", ckpt, tmp_path / "t_refined.nii")
     proc = run_cli(
         "tssc-refine",
         "--filled",
@@ -187,6 +194,41 @@ def test_refine_cli(prepared: Path, outputs: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 1 and "config.json: missing" in proc.stderr
+
+
+def test_resume_refuses_other_stage1_outputs(prepared: Path, tmp_path: Path) -> None:
+    models = [
+        train_stage1(
+            [prepared],
+            tmp_path / f"s1_{steps}",
+            tiny_train_config(frames=8, steps=steps),
+            show_progress=False,
+        )
+        for steps in (1, 2)
+    ]
+    run = tmp_path / "run"
+    train([prepared], run, _config(steps=2), stage1=models[0], show_progress=False)
+    made = sorted((run / "stage1_outputs").glob("*.nii"))
+    with pytest.raises(TsscError, match=r"other stage-1 outputs \(checkpoint.step, "):
+        train([prepared], run, _config(steps=3), stage1=models[1], resume=True)
+    with pytest.raises(TsscError, match=r"other stage-1 outputs \(steps differ\)"):
+        train(
+            [prepared],
+            run,
+            _config(steps=3),
+            stage1=models[0],
+            stage1_options={"steps": 2},
+            resume=True,
+        )
+    with pytest.raises(TsscError, match="other stage-1 outputs"):
+        train([prepared], run, _config(steps=3), stage1_outputs=run / "lin", resume=True)
+    assert sorted((run / "stage1_outputs").glob("*.nii")) == made  # not made again
+    train([prepared], run, _config(steps=3), stage1=models[0], resume=True, show_progress=False)
+    # Outputs read from a folder that tssc-train-stage2 made are known by how they were made.
+    other = tmp_path / "other"
+    train([prepared], other, _config(steps=2), stage1_outputs=run / "stage1_outputs")
+    saved = load_checkpoint(other / "checkpoint").config["stage1"]
+    assert saved["made_with"]["checkpoint"]["step"] == 1
 
 
 def test_train_needs_exactly_one_stage1_source(prepared: Path, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from torch import nn
 
 from tssc_py.baselines import MODELS
 from tssc_py.checkpoint import load_checkpoint
-from tssc_py.errors import TsscError, about
+from tssc_py.errors import TsscError
 
 DEFAULT_FEATURES = {"voxelmorph": 16, "transmorph": 24, "uvinet": 16}
 """Width of each model's first level when not given."""
@@ -373,8 +373,8 @@ def load_baseline(path: str | Path, kind: str, device: str | torch.device = "cpu
         TsscError: If the folder is not a checkpoint of ``kind`` or its tensors do not fit.
     """
     ckpt = load_checkpoint(path, kind)
-    with about(ckpt.path):
+    with ckpt.building():
         config = BaselineConfig.from_dict(ckpt.config.get("baseline", {}))
-    model = Interpolator(config)
+        model = Interpolator(config)
     ckpt.load_into(model, "model")
     return model.to(device).eval()

@@ -30,8 +30,9 @@ from tssc_py.baselines.model import (
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.metrics import versus_linear
+from tssc_py.signals import deferred_sigterm
 from tssc_py.stage1.data import Sampler, load_cohort, prepared_images, validation_set
-from tssc_py.training import Run, RunOptions, hold_out
+from tssc_py.training import Run, RunOptions, hold_out, versus_linear_line
 
 LOG_COLUMNS = (
     "step",
@@ -169,35 +170,34 @@ def train(
         disable=not show_progress,
     )
     losses: list[float] = []
-    while step < config.steps:
-        model.train()
-        x0, x1 = torch.from_numpy(pairs(*sampler.batch(rng, config.batch_size), rng)).to(device)
-        loss = model.loss(x0, x1, gen, config.smooth)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        bar.update()
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0)
-        if logged:
-            row: dict[str, Any] = {
-                "step": step,
-                "seconds": round(time.monotonic() - start, 1),
-                "loss": float(np.mean(losses)),
-                "lr": config.lr,
-            }
-            if validate:
-                scores = evaluate(model, val_sequences, device, config.batch_size)
-                row.update(scores)
-                bar.write(
-                    f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
-                    f"(linear {scores['val_linear_psnr']:.2f}), SSIM {scores['val_ssim']:.4f} "
-                    f"(linear {scores['val_linear_ssim']:.4f})"
-                )
-            run.log(row)
-            losses = []
-        if checkpoint:
-            run.save(saved_config, modules, optimizer, gen, rng, step)
+    with deferred_sigterm() as stop_requested:
+        while step < config.steps:
+            model.train()
+            x0, x1 = torch.from_numpy(pairs(*sampler.batch(rng, config.batch_size), rng)).to(device)
+            loss = model.loss(x0, x1, gen, config.smooth)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            bar.update()
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            stopping = stop_requested()
+            validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0, stopping)
+            if logged:
+                row: dict[str, Any] = {
+                    "step": step,
+                    "seconds": round(time.monotonic() - start, 1),
+                    "loss": float(np.mean(losses)),
+                    "lr": config.lr,
+                }
+                if validate:
+                    scores = evaluate(model, val_sequences, device, config.batch_size)
+                    row.update(scores)
+                    bar.write(versus_linear_line(step, scores))
+                run.log(row)
+                losses = []
+            if checkpoint:
+                run.save(saved_config, modules, optimizer, gen, rng, step)
+            run.stop_if(stopping, step)
     return run.finish(bar, first_step, config)

@@ -60,6 +60,12 @@ def prepared_images(inputs: Sequence[str | Path]) -> list[Path]:
                 raise TsscError("holds no prepared image with its .json record", path)
             images += found
         elif path.is_file():
+            if not record_path(path).is_file():
+                raise TsscError(
+                    f"is not a prepared image: no {record_path(path).name} record next to it "
+                    "(make one with tssc-prepare)",
+                    path,
+                )
             images.append(path)
         else:
             raise TsscError("no such file or folder", path)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from tssc_py.checkpoint import load_checkpoint
-from tssc_py.errors import TsscError, about
+from tssc_py.errors import TsscError
 from tssc_py.stage1 import WEIGHTS
 from tssc_py.stage1.diffusion import Diffusion, Progress, ScheduleConfig
 from tssc_py.stage1.model import DiTConfig, VideoDiT
@@ -301,8 +301,8 @@ def load_stage1(
     if weights not in WEIGHTS:
         raise TsscError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     ckpt = load_checkpoint(path, "stage1")
-    with about(ckpt.path):
+    with ckpt.building():
         config = Stage1Config.from_dict(ckpt.config.get("stage1", {}))
-    model = VideoDiT(config.model)
+        model = VideoDiT(config.model)
     ckpt.load_into(model, weights)
     return Stage1(config, model.to(device).eval())

@@ -26,11 +26,12 @@ from tqdm import tqdm
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.metrics import versus_linear
+from tssc_py.signals import deferred_sigterm
 from tssc_py.stage1.data import Sampler, Series, load_cohort, prepared_images, validation_set
 from tssc_py.stage1.diffusion import ScheduleConfig
 from tssc_py.stage1.interpolator import Stage1, Stage1Config, linear_prior
 from tssc_py.stage1.model import DiTConfig, VideoDiT, preset_config
-from tssc_py.training import Run, RunOptions, hold_out
+from tssc_py.training import Run, RunOptions, hold_out, versus_linear_line
 
 KIND = "stage1"
 LOG_COLUMNS = (
@@ -224,49 +225,48 @@ def train(
         disable=not show_progress,
     )
     losses: list[float] = []
-    while step < config.steps:
-        model.train()
-        lr = learning_rate(config, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        xb, kb = sampler.batch(rng, config.batch_size)
-        x = torch.from_numpy(xb).to(device)
-        known = torch.from_numpy(kb).to(device)
-        with autocast(device):
-            loss = stage1.loss(x, known, gen, config.w_ssim)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-        optimizer.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                p_ema.lerp_(p, 1.0 - decay)
-        step += 1
-        losses.append(float(loss.detach()))
-        bar.update()
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{lr:.2e}")
-        validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0)
-        if logged:
-            row: dict[str, Any] = {
-                "step": step,
-                "seconds": round(time.monotonic() - start, 1),
-                "loss": float(np.mean(losses)),
-                "lr": lr,
-                "grad_norm": grad_norm,
-            }
-            if validate:
-                scores = evaluate(
-                    stage1, ema, val_sequences, config.val_steps, device, config.batch_size
-                )
-                row.update(scores)
-                bar.write(
-                    f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
-                    f"(linear {scores['val_linear_psnr']:.2f}), SSIM {scores['val_ssim']:.4f} "
-                    f"(linear {scores['val_linear_ssim']:.4f})"
-                )
-            run.log(row)
-            losses = []
-        if checkpoint:
-            run.save(saved_config, modules, optimizer, gen, rng, step)
+    with deferred_sigterm() as stop_requested:
+        while step < config.steps:
+            model.train()
+            lr = learning_rate(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            xb, kb = sampler.batch(rng, config.batch_size)
+            x = torch.from_numpy(xb).to(device)
+            known = torch.from_numpy(kb).to(device)
+            with autocast(device):
+                loss = stage1.loss(x, known, gen, config.w_ssim)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+            optimizer.step()
+            decay = min(config.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    p_ema.lerp_(p, 1.0 - decay)
+            step += 1
+            losses.append(float(loss.detach()))
+            bar.update()
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{lr:.2e}")
+            stopping = stop_requested()
+            validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0, stopping)
+            if logged:
+                row: dict[str, Any] = {
+                    "step": step,
+                    "seconds": round(time.monotonic() - start, 1),
+                    "loss": float(np.mean(losses)),
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                }
+                if validate:
+                    scores = evaluate(
+                        stage1, ema, val_sequences, config.val_steps, device, config.batch_size
+                    )
+                    row.update(scores)
+                    bar.write(versus_linear_line(step, scores))
+                run.log(row)
+                losses = []
+            if checkpoint:
+                run.save(saved_config, modules, optimizer, gen, rng, step)
+            run.stop_if(stopping, step)
     return run.finish(bar, first_step, config)

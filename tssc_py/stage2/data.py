@@ -14,15 +14,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import numpy as np
+from tqdm import tqdm
 
 from tssc_py.atomic import atomic_path
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan, write_scan
-from tssc_py.methods import fill_chunk, get_method
-from tssc_py.methods.diffusion import Diffusion
+from tssc_py.methods import Method, fill_chunk
 from tssc_py.prepare import PrepareRecord, load_record, record_path
 from tssc_py.slices import assemble_chunks, filled_scan, split_volume
 
@@ -48,21 +47,21 @@ def _record(image: Path) -> PrepareRecord:
 
 
 def generate_stage1(
-    images: Sequence[Path], cache: Path, options: dict[str, object]
+    images: Sequence[Path], cache: Path, runner: Method, show_progress: bool = False
 ) -> dict[str, Path]:
     """Run the stage-1 ``diffusion`` method over prepared subjects, caching each result.
 
     Args:
         images: Prepared images (with records).
-        cache: Folder of ``SUBJECT.nii`` results and ``made_with.json`` (the checkpoint's
-            config and the sampling options they were made with); results made otherwise
-            are made again, the others reused.
-        options: Options of the diffusion method (``checkpoint``, ``steps``, ...).
+        cache: Folder of ``SUBJECT.nii`` results and ``made_with.json`` (the runner's
+            settings: the checkpoint's config and the sampling options they were made with);
+            results made otherwise are made again, the others reused.
+        runner: The ``diffusion`` method, ready.
+        show_progress: Draw a progress bar over the subjects.
 
     Returns:
         Subject -> filled series path.
     """
-    runner = cast(Diffusion, get_method("diffusion", **options))
     made_with = json.dumps(runner.settings(), indent=1, sort_keys=True) + "\n"
     stamp = cache / "made_with.json"
     if not stamp.is_file() or stamp.read_text() != made_with:
@@ -71,7 +70,7 @@ def generate_stage1(
         with atomic_path(stamp, overwrite=True) as tmp:
             tmp.write_text(made_with)
     out = {}
-    for image in images:
+    for image in tqdm(images, desc="stage-1 outputs", unit="subject", disable=not show_progress):
         record = _record(image)
         target = cache / f"{record.subject}.nii"
         if not target.exists():
@@ -82,6 +81,19 @@ def generate_stage1(
             write_scan(filled_scan(filled, record), target)
         out[record.subject] = target
     return out
+
+
+def outputs_source(folder: Path) -> dict[str, object]:
+    """What a folder of stage-1 outputs is, for a checkpoint to record: the settings they
+    were made with (its ``made_with.json``, where ``tssc-train-stage2`` made them), else the
+    folder itself."""
+    stamp = folder / "made_with.json"
+    if stamp.is_file():
+        try:
+            return {"made_with": json.loads(stamp.read_text())}
+        except (OSError, ValueError):
+            pass
+    return {"folder": str(folder.resolve())}
 
 
 def load_pairs(images: Sequence[Path], generated: dict[str, Path]) -> list[Pair]:

@@ -49,6 +49,10 @@ def from_sequence(seq: torch.Tensor, order: str, shape: torch.Size) -> torch.Ten
     return permuted.permute(*inverse)
 
 
+GROUPS = 8
+"""GroupNorm groups of every convolution (fewer for narrower layers)."""
+
+
 @dataclass
 class RefineConfig:
     """Architecture of :class:`RefineNet`.
@@ -75,6 +79,12 @@ class RefineConfig:
     def __post_init__(self) -> None:
         if self.channels < 1 or self.down < 0 or self.blocks < 0 or self.d_state < 1:
             raise TsscError(f"invalid stage-2 config: {self}")
+        widths = [self.channels * 2**i for i in range(self.down + 1)]
+        if any(w % min(GROUPS, w) for w in widths):
+            raise TsscError(
+                f"channels {self.channels} gives the widths {widths}: each must divide into "
+                f"{GROUPS} normalisation groups (use a multiple of {GROUPS})"
+            )
         if self.backend not in BACKENDS:
             raise TsscError(f"unknown state-space backend {self.backend!r}; use one of {BACKENDS}")
 
@@ -124,7 +134,7 @@ class TriDirectionalBlock(nn.Module):
 def _conv(c_in: int, c_out: int, stride: tuple[int, int, int] = (1, 1, 1)) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1),
-        nn.GroupNorm(min(8, c_out), c_out),
+        nn.GroupNorm(min(GROUPS, c_out), c_out),
         nn.SiLU(),
     )
 

@@ -21,7 +21,7 @@ from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan, write_scan
-from tssc_py.prepare import load_record
+from tssc_py.prepare import check_model_space, load_record
 from tssc_py.stage2.model import RefineConfig, RefineNet
 from tssc_py.stage2.ssm import resolve_backend
 
@@ -125,7 +125,7 @@ def load_refine(
         TsscError: If the folder is not a stage-2 checkpoint or its tensors do not fit.
     """
     ckpt = load_checkpoint(path, "stage2")
-    with about(ckpt.path):
+    with ckpt.building():
         data = dict(ckpt.config.get("refine", {}))
         if backend is not None:
             data["backend"] = backend
@@ -192,12 +192,8 @@ def refine_file(
     check_writable(out, overwrite)
     rec = load_record(record)
     scan = read_scan(filled)
-    if scan.data.shape[3] != rec.n_frames:
-        raise TsscError(
-            f"has {scan.data.shape[3]} frames, the preparation record {record} expects "
-            f"{rec.n_frames}",
-            filled,
-        )
+    with about(filled):
+        check_model_space(scan.data.shape, rec)
     refiner = load_refiner(checkpoint, device, backend, tile, overlap)
     with about(filled):
         refined = refiner(scan.data, rec.known_frames)

@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
+from tssc_py.methods import get_method
 from tssc_py.metrics import cross_slice_error, psnr, ssim
 from tssc_py.prepare import load_record, record_path
+from tssc_py.signals import deferred_sigterm
 from tssc_py.stage1.data import prepared_images
 from tssc_py.stage2.data import (
     CropSampler,
@@ -30,6 +32,7 @@ from tssc_py.stage2.data import (
     generate_stage1,
     load_pairs,
     outputs_folder,
+    outputs_source,
 )
 from tssc_py.stage2.losses import LossConfig, refine_loss
 from tssc_py.stage2.model import RefineConfig, RefineNet, build_refine
@@ -158,15 +161,28 @@ def train(
     images = prepared_images(inputs)
     subjects = sorted(load_record(record_path(p)).subject for p in images)
     run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")
+    # Everything that can be refused is checked before stage 1 runs over the cohort.
+    _, val_subjects = hold_out(subjects, config.val_subjects, str)
+    device = resolve_device(config.device)
+    runner = None
     if stage1 is not None:
-        options = {**(stage1_options or {}), "checkpoint": stage1}
-        generated = generate_stage1(images, run.out / "stage1_outputs", options)
+        options = {**(stage1_options or {}), "checkpoint": stage1, "device": config.device}
+        runner = get_method("diffusion", **options)
+        source = runner.settings()
+    else:
+        source = outputs_source(Path(stage1_outputs))
+    # Older checkpoints did not record their stage-1 outputs: they resume unchecked.
+    if run.saved is not None and "stage1" in run.saved.config:
+        run.check_saved("stage1", source, "was trained on other stage-1 outputs")
+    if runner is not None:
+        cache = run.out / "stage1_outputs"
+        generated = generate_stage1(images, cache, runner, show_progress)
     else:
         generated = outputs_folder(Path(stage1_outputs), subjects)
-    pairs = load_pairs(images, generated)
-    train_pairs, val_pairs = hold_out(pairs, config.val_subjects, lambda p: p.subject)
+    pairs = sorted(load_pairs(images, generated), key=lambda p: p.subject)
+    train_pairs = [p for p in pairs if p.subject not in val_subjects]
+    val_pairs = [p for p in pairs if p.subject in val_subjects]
 
-    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     net = RefineNet(config.refine_config()).to(device)
     backend = resolve_backend(config.backend, device)
@@ -183,6 +199,7 @@ def train(
         "train": asdict(config),
         "subjects": subjects,
         "prepare": load_record(record_path(images[0])).config,
+        "stage1": source,
     }
     sampler = CropSampler(train_pairs, config.crop)
     start = time.monotonic() - run.elapsed
@@ -195,42 +212,45 @@ def train(
         postfix={"backend": backend},
     )
     terms: list[dict[str, float]] = []
-    while step < config.steps:
-        net.train()
-        lr = config.lr * (1.0 - step / config.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        xb, yb = sampler.batch(rng, config.batch_size)
-        x, y = torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
-        with autocast(device):
-            pred = net(x)
-        loss, parts = refine_loss(pred, y, loss_config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        terms.append({"loss": float(loss.detach()), **parts})
-        bar.update()
-        bar.set_postfix(loss=f"{np.mean([t['loss'] for t in terms]):.4f}", backend=backend)
-        validate, checkpoint, logged = run.due(step, config, bool(val_pairs))
-        if logged:
-            row: dict[str, Any] = {
-                "step": step,
-                "seconds": round(time.monotonic() - start, 1),
-                "lr": lr,
-                **{k: float(np.mean([t[k] for t in terms])) for k in terms[0]},
-            }
-            if validate:
-                scores = evaluate(net, val_pairs, device)
-                row.update(scores)
-                bar.write(
-                    f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
-                    f"(stage 1 {scores['val_stage1_psnr']:.2f}), cross-slice error "
-                    f"{scores['val_cross_slice']:.4f} (stage 1 "
-                    f"{scores['val_stage1_cross_slice']:.4f})"
-                )
-            run.log(row)
-            terms = []
-        if checkpoint:
-            run.save(saved_config, modules, optimizer, gen, rng, step)
+    with deferred_sigterm() as stop_requested:
+        while step < config.steps:
+            net.train()
+            lr = config.lr * (1.0 - step / config.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            xb, yb = sampler.batch(rng, config.batch_size)
+            x, y = torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
+            with autocast(device):
+                pred = net(x)
+            loss, parts = refine_loss(pred, y, loss_config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            terms.append({"loss": float(loss.detach()), **parts})
+            bar.update()
+            bar.set_postfix(loss=f"{np.mean([t['loss'] for t in terms]):.4f}", backend=backend)
+            stopping = stop_requested()
+            validate, checkpoint, logged = run.due(step, config, bool(val_pairs), stopping)
+            if logged:
+                row: dict[str, Any] = {
+                    "step": step,
+                    "seconds": round(time.monotonic() - start, 1),
+                    "lr": lr,
+                    **{k: float(np.mean([t[k] for t in terms])) for k in terms[0]},
+                }
+                if validate:
+                    scores = evaluate(net, val_pairs, device)
+                    row.update(scores)
+                    bar.write(
+                        f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
+                        f"(stage 1 {scores['val_stage1_psnr']:.2f}), cross-slice error "
+                        f"{scores['val_cross_slice']:.4f} (stage 1 "
+                        f"{scores['val_stage1_cross_slice']:.4f})"
+                    )
+                run.log(row)
+                terms = []
+            if checkpoint:
+                run.save(saved_config, modules, optimizer, gen, rng, step)
+            run.stop_if(stopping, step)
     return run.finish(bar, first_step, config)

@@ -1,0 +1,113 @@
+"""SIGTERM: deferred in training loops, held between the renames of a checkpoint swap, and
+turned into one error line and exit status 143 by the commands, with nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, REPO, tiny_train_config
+from tssc_py.checkpoint import load_checkpoint
+from tssc_py.signals import Terminated, deferred_sigterm, raise_on_sigterm, signals_held
+from tssc_py.stage1.train import train as train_stage1
+
+pytestmark = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signal handlers can only be set in the main thread",
+)
+
+
+@pytest.fixture
+def recorded() -> list[int]:
+    """SIGTERM records itself here for the test's duration."""
+    got: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    yield got
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_deferred_sigterm_sets_a_flag_and_passes_an_unhandled_one_on(recorded: list[int]) -> None:
+    with deferred_sigterm() as requested:
+        assert not requested()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert requested() and not recorded
+    assert recorded == [signal.SIGTERM]  # the block did not act on it: delivered again
+    recorded.clear()
+    with pytest.raises(Terminated), deferred_sigterm() as requested:
+        os.kill(os.getpid(), signal.SIGTERM)
+        if requested():
+            raise Terminated
+    assert not recorded  # acted on: not delivered again
+
+
+def test_signals_held_delivers_after_the_block(recorded: list[int]) -> None:
+    with signals_held():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert not recorded
+    assert recorded == [signal.SIGTERM]
+
+
+def test_raise_on_sigterm(recorded: list[int]) -> None:
+    raise_on_sigterm()
+    with pytest.raises(Terminated, match="stopped by SIGTERM"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+
+
+def _train_command(kind: str, prepared: Path, out: Path, stage1: Path) -> list[str]:
+    common = ["--data", str(prepared), "--out", str(out), "--steps", "100000"]
+    common += ["--checkpoint-every", "1", "--val-every", "0", "--batch-size", "1"]
+    common += ["--no-progress", "--device", "cpu"]
+    if kind == "stage1":
+        return ["tssc-train-stage1", *common, "--preset", "DiT_tiny", "--frames", "6"]
+    if kind == "stage2":
+        return [
+            "tssc-train-stage2",
+            *common,
+            "--preset",
+            "tiny",
+            "--crop",
+            "16",
+            "--stage1",
+            str(stage1),
+        ]
+    return ["tssc-train-baseline", *common, "--model", "voxelmorph", "--frames", "6"]
+
+
+@pytest.mark.parametrize("kind", ["stage1", "stage2", "baseline"])
+def test_sigterm_saves_the_training_step_and_stops_cleanly(
+    kind: str, prepared: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    stage1 = tmp_path / "stage1"
+    if kind == "stage2":  # a window as long as the prepared series
+        train_stage1([prepared], stage1, tiny_train_config(steps=1, frames=8), show_progress=False)
+    name, *args = _train_command(kind, prepared, out, stage1 / "checkpoint")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(BIN / name), *args], stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint" / "config.json").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [line for line in err.splitlines() if line.strip() and "backend" not in line]
+    assert len(lines) == 1 and lines[0].startswith("Error: stopped by SIGTERM after step "), err
+    step = int(lines[0].split("after step ")[1].split(",")[0])
+    assert load_checkpoint(out / "checkpoint").config["step"] == step
+    assert (out / "log.csv").read_text().splitlines()[-1].startswith(f"{step},")
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
