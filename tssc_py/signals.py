@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 
 
@@ -37,35 +37,35 @@ def raise_on_sigterm() -> None:
 
 
 @contextmanager
-def deferred_sigterm() -> Iterator[Callable[[], bool]]:
-    """In the block, SIGTERM only sets a flag: the yielded function says whether it came.
+def held(*signums: int) -> Iterator[Callable[[], bool]]:
+    """In the block, the signals ``signums`` are only noted (the yielded function says whether
+    one came); when the block ends normally they are delivered to the previous handlers.
 
-    The caller stops at a safe point and raises :class:`Terminated` itself. A SIGTERM the
-    block did not act on is delivered again, to the previous handler, when the block ends.
+    Python runs signal handlers in the main thread only, whichever thread the signal reaches
+    (torch's worker threads included), so replacing the handlers holds them back where a
+    signal mask, which is per thread, would not. In another thread nothing is needed: no
+    handler can interrupt it.
     """
     if not _main_thread():
         yield lambda: False
         return
     came: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: came.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in signums}
     try:
         yield lambda: bool(came)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-    if came:
-        signal.raise_signal(signal.SIGTERM)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    for signum in dict.fromkeys(came):
+        signal.raise_signal(signum)
 
 
-@contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back during the block (e.g. between two renames that must both
-    happen); they are delivered when it ends. A no-op where signal masks do not exist."""
-    mask = getattr(signal, "pthread_sigmask", None)
-    if mask is None:
-        yield
-        return
-    held = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        mask(signal.SIG_SETMASK, held)
+def deferred_sigterm() -> AbstractContextManager[Callable[[], bool]]:
+    """SIGTERM :func:`held` for a loop that stops at a safe point when it came (raising
+    :class:`Terminated` itself, so that it is not delivered again)."""
+    return held(signal.SIGTERM)
+
+
+def signals_held() -> AbstractContextManager[Callable[[], bool]]:
+    """SIGINT and SIGTERM :func:`held` (e.g. between two renames that must both happen)."""
+    return held(signal.SIGINT, signal.SIGTERM)
