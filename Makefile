@@ -1,5 +1,6 @@
 # Set-up and checks. Every target creates .venv when it is missing, installs the CPU build of
-# torch first (an unpinned torch would pull a multi-GB CUDA build), then the project.
+# torch first (an unpinned torch would pull a multi-GB CUDA build), then the project; again when
+# pyproject.toml or a bin/ script changes (pip copies the scripts into .venv/bin).
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,7 @@ JOBS ?= 2
 
 .PHONY: install test lint demo benchmark stage1-cpu stage2-cpu baselines-cpu clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard bin/tssc-*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'

@@ -146,6 +146,36 @@ def test_nan_and_inf_voxels(tmp_path: Path) -> None:
         read_scan(write_nifti(tmp_path / "nan.nii.gz", data))
 
 
+def test_values_that_are_not_real_numbers_are_refused(tmp_path: Path) -> None:
+    data = blob_series((8, 8, 2, 3))
+    complex_path = write_nifti(tmp_path / "c.nii", data.astype(np.complex64))
+    with pytest.raises(TsscError, match="holds complex64 values; an image of real numbers"):
+        read_scan(complex_path)
+    rgb = np.zeros((8, 8, 2, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    with pytest.raises(TsscError, match="an image of real numbers"):
+        read_scan(write_nifti(tmp_path / "rgb.nii", rgb))
+    with pytest.raises(TsscError, match="beyond the float32 range"):
+        read_scan(write_nifti(tmp_path / "huge.nii", data.astype(np.float64) * 1e36))
+
+
+def test_degenerate_geometry_is_refused(tmp_path: Path) -> None:
+    img = nib.Nifti1Image(blob_series((8, 8, 2, 3)), None)
+    img.set_sform(np.diag([1.5, 1.5, 0, 1]), code=2)  # a zero slice spacing
+    path = tmp_path / "flat.nii"
+    nib.save(img, path)
+    with pytest.raises(TsscError, match="degenerate voxel-to-world matrix"):
+        read_scan(path)
+
+
+def test_unwritable_output_folders_are_one_error(tmp_path: Path, scan_file: Path) -> None:
+    scan = read_scan(scan_file)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(TsscError, match=r"afile: is not a folder and cannot become one"):
+        write_scan(scan, tmp_path / "afile" / "x.nii")
+    with pytest.raises(TsscError, match=r"\(.*afile is a file\)"):
+        write_scan(scan, tmp_path / "afile" / "deeper" / "x.nii")
+
+
 def test_unsupported_suffix(tmp_path: Path) -> None:
     path = tmp_path / "scan.png"
     path.write_bytes(b"x")

@@ -189,6 +189,8 @@ def test_evaluate_files_errors(case: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(TsscError, match="different shapes") as err:
         metrics.evaluate_files(method="m", **{**case, "prediction": short})
     assert err.value.path == short
+    with pytest.raises(TsscError, match="method name 'a/b' has characters other than"):
+        metrics.evaluate_files(method="a/b", **case)
     with pytest.raises(TsscError, match=r"expects \(16, 16, 12, 5\)") as err:
         metrics.evaluate_files(method="m", **{**case, "prediction": short, "truth": short})
     assert not case["out"].exists()

@@ -154,6 +154,20 @@ def test_resume_continues_an_interrupted_run(
     assert calls == ["s1"]
 
 
+def test_a_run_that_finished_no_subject_can_be_started_again(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "a.nii.gz", blob_series((16, 16, 4, 6)))
+    out = tmp_path / "run"
+    thin = PrepareConfig(size=16, depth=4, frames=6)
+    with pytest.raises(TsscError, match="3D SSIM needs at least 11"):
+        run_cohort(str(tmp_path / "a.nii.gz"), out, ["linear"], thin, show_progress=False)
+    assert (out / "run.json").is_file()
+    # Mended (2D SSIM), the same folder takes a fresh run: it holds no result yet.
+    run_cohort(
+        str(tmp_path / "a.nii.gz"), out, ["linear"], thin, ssim_mode="2d", show_progress=False
+    )
+    assert (out / "report" / "report.html").is_file()
+
+
 def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, cohort: Path) -> None:
     out = tmp_path / "run"
     config = PrepareConfig(size=16, depth=12, frames=6)

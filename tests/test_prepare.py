@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -225,3 +226,45 @@ def test_bad_records(tmp_path: Path) -> None:
     path.write_text(json.dumps({"version": 1, "subject": "x"}))
     with pytest.raises(TsscError, match="malformed"):
         load_record(path)
+
+
+EXACT16 = PrepareConfig(size=16, depth=4, frames=8, low_percentile=0, high_percentile=100)
+
+
+def _round_trip(path: Path, out: Path, config: PrepareConfig = EXACT16) -> nib.Nifti1Image:
+    """Prepare the scan at ``path``, restore it unchanged, write it to ``out``; load that."""
+    prepared, record = prepare_scan(read_scan(path), config, "s")
+    return nib.load(write_scan(restore_scan(prepared.data, record), out))
+
+
+def test_scaled_integer_scans_come_back_as_their_stored_integers(tmp_path: Path) -> None:
+    raw = blob_series((16, 16, 4, 8))
+    img = nib.Nifti1Image(raw, np.diag([1.5, 1.5, 8, 1]))
+    img.header.set_slope_inter(2.5, -100)  # as scanner exports store them
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    back = _round_trip(tmp_path / "scaled.nii.gz", tmp_path / "back.nii.gz")
+    assert back.get_data_dtype() == np.int16
+    assert (float(back.dataobj.slope), float(back.dataobj.inter)) == (2.5, -100.0)
+    np.testing.assert_array_equal(back.dataobj.get_unscaled(), raw)
+
+
+def test_nifti2_and_odd_headers_round_trip(tmp_path: Path) -> None:
+    raw = blob_series((16, 16, 4, 8))
+    nib.save(nib.Nifti2Image(raw, OBLIQUE), tmp_path / "n2.nii.gz")
+    back = _round_trip(tmp_path / "n2.nii.gz", tmp_path / "BACK.NII.GZ")  # upper-case suffix
+    assert isinstance(back, nib.Nifti2Image)
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), raw)
+    np.testing.assert_allclose(back.affine, OBLIQUE)
+    # A negative time step (some writers store one) is read as its size.
+    img = nib.Nifti1Image(raw, OBLIQUE)
+    img.header["pixdim"][4] = -30
+    nib.save(img, tmp_path / "neg.nii")
+    assert read_scan(tmp_path / "neg.nii").time_step == 30
+    assert _round_trip(tmp_path / "neg.nii", tmp_path / "neg_back.nii").header.get_zooms()[3] == 30
+
+
+def test_restored_series_starts_at_its_first_frame(tmp_path: Path) -> None:
+    path = write_nifti(tmp_path / "s.nii", blob_series((16, 16, 4, 10)), time_step=0.04)
+    back = _round_trip(path, tmp_path / "b.nii", replace(EXACT16, start_frame=3, frames=None))
+    assert back.shape[3] == 7
+    assert float(back.header["toffset"]) == pytest.approx(3 * 0.04)

@@ -28,6 +28,12 @@ def test_samplesheet_with_relative_paths_spaces_and_frames(tmp_path: Path) -> No
     ]
 
 
+def test_samplesheet_saved_by_a_spreadsheet_program(tmp_path: Path) -> None:
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes("subject,scan\r\na,a.nii.gz\r\n".encode("utf-8-sig"))  # BOM, CRLF
+    assert read_inputs(str(sheet)) == [Subject("a", tmp_path / "a.nii.gz")]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tests.conftest import OBLIQUE, blob_series
 from tssc_py.errors import TsscError
 from tssc_py.io import Scan, read_scan, write_scan
+from tssc_py.methods import interpolate_file
 from tssc_py.prepare import PrepareConfig, prepare_scan, record_path, save_record
 from tssc_py.slices import (
     Chunk,
@@ -105,7 +106,20 @@ def test_files(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["s.chunk000.npz", "s.chunk001.npz", "s.chunk002.npz"]
     with pytest.raises(TsscError, match="output exists"):
         split_file(image, record_path(image), tmp_path / "chunks", chunk_size=2)
-    out = assemble_files(paths, record_path(image), tmp_path / "filled.nii.gz")
+    # Unfilled chunks hold the hidden truth: assembled, they would score as perfect.
+    with pytest.raises(TsscError, match=r"s\.chunk000\.npz: is not filled"):
+        assemble_files(paths, record_path(image), tmp_path / "filled.nii.gz")
+    filled_paths = [interpolate_file(p, "linear", tmp_path / "filled" / p.name) for p in paths]
+    with pytest.raises(TsscError, match=r"chunk000\.npz does"):
+        assemble_files([*filled_paths, filled_paths[0]], record_path(image), tmp_path / "x.nii")
+    out = assemble_files(filled_paths, record_path(image), tmp_path / "filled.nii.gz")
     filled = read_scan(out)
-    np.testing.assert_array_equal(filled.data, prepared.data)
+    known = record.known_frames
+    np.testing.assert_array_equal(filled.data[..., known], prepared.data[..., known])
     np.testing.assert_allclose(filled.affine, prepared.affine)
+    # A new split into fewer chunks replaces the old ones, leaving none of them behind.
+    split_file(image, record_path(image), tmp_path / "chunks", chunk_size=3, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == [
+        "s.chunk000.npz",
+        "s.chunk001.npz",
+    ]

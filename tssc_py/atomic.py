@@ -54,8 +54,10 @@ def _umask() -> int:
 
 
 def _full_suffix(path: Path) -> str:
-    # Keep compound suffixes (.nii.gz) so format-sniffing writers see the right extension.
-    return "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+    # Keep compound suffixes (.nii.gz) so format-sniffing writers see the right extension, in
+    # lower case, which is the case they know.
+    name = path.name.lower()
+    return "".join(Path(name).suffixes[-2:]) if name.endswith(".gz") else Path(name).suffix
 
 
 class OutputSet:

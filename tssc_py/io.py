@@ -49,8 +49,11 @@ class Scan:
         affine: 4x4 voxel-to-world matrix (RAS+, millimetres).
         time_step: Time between frames, in ``time_unit``.
         time_unit: ``"sec"``, ``"msec"``, ``"usec"`` or ``"unknown"``.
-        header: The NIfTI header the scan was read with, if any.
+        header: The NIfTI header the scan was read with, if any (NIfTI-1 or NIfTI-2).
         itk: The ITK geometry the scan was read with, if any.
+        scaling: For data that are a file's stored integers: the slope and intercept that
+            turn them into values (``scl_slope``, ``scl_inter``), written with them. None: the
+            data are the values (what :func:`read_scan` returns).
     """
 
     data: np.ndarray
@@ -59,6 +62,7 @@ class Scan:
     time_unit: str = "sec"
     header: nib.Nifti1Header | None = field(default=None, repr=False)
     itk: ItkGeometry | None = field(default=None, repr=False)
+    scaling: tuple[float, float] | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -96,9 +100,15 @@ def _read_nifti(path: Path) -> Scan:
         raise TsscError("not a NIfTI image", path)
     data = np.asanyarray(img.dataobj)
     header = img.header.copy()
+    # nibabel moves the file's scaling from the header it returns into the data proxy; the
+    # header here describes the file as stored, scaling included.
+    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    if (slope, inter) != (1.0, 0.0):
+        header.set_slope_inter(slope, inter)
     zooms = header.get_zooms()
     _, time_unit = header.get_xyzt_units()
-    time_step = float(zooms[3]) if len(zooms) > 3 else 1.0
+    # Some writers store a negative pixdim; the step between frames is its size.
+    time_step = abs(float(zooms[3])) if len(zooms) > 3 else 1.0
     return Scan(data, img.affine.copy(), time_step, time_unit, header=header)
 
 
@@ -172,23 +182,36 @@ def read_scan(path: str | Path, ndim: int | None = 4) -> Scan:
         shape = "x".join(str(s) for s in scan.data.shape)
         want = "a 4D (x, y, z, t) series" if ndim == 4 else f"a {ndim}D image"
         raise TsscError(f"is {scan.data.ndim}D ({shape}), {want} is needed", path)
+    if scan.data.dtype.kind not in "iuf":
+        raise TsscError(
+            f"holds {scan.data.dtype} values; an image of real numbers (integer or floating "
+            "point) is needed",
+            path,
+        )
     if np.issubdtype(scan.data.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(scan.data)))
         if bad:
             raise TsscError(f"contains {bad} NaN or infinite voxel(s)", path)
+        if scan.data.dtype.itemsize > 4 and np.abs(scan.data).max() > np.finfo(np.float32).max:
+            raise TsscError("holds values beyond the float32 range the models work in", path)
+    if abs(np.linalg.det(scan.affine[:3, :3])) < 1e-12:
+        raise TsscError(
+            "has a degenerate voxel-to-world matrix (a zero voxel size or parallel axes)", path
+        )
     return scan
 
 
 def _nifti_image(scan: Scan) -> nib.Nifti1Image:
     header = None if scan.header is None else scan.header.copy()
-    img = nib.Nifti1Image(scan.data, scan.affine, header=header)
+    kind = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    img = kind(scan.data, scan.affine, header=header)
     hdr = img.header
     hdr.set_data_dtype(scan.data.dtype)
-    # The array is stored as given: no rescaling, so values round-trip exactly.
-    hdr["scl_slope"] = np.nan
-    hdr["scl_inter"] = np.nan
+    # The array is stored as given: no rescaling, so values round-trip exactly (stored
+    # integers keep the file's own slope and intercept).
+    hdr["scl_slope"], hdr["scl_inter"] = scan.scaling or (np.nan, np.nan)
     if scan.data.ndim == 4:
-        hdr.set_zooms((*hdr.get_zooms()[:3], scan.time_step))
+        hdr.set_zooms(tuple(abs(z) for z in (*hdr.get_zooms()[:3], scan.time_step)))
     if scan.header is None:
         space_unit = "mm"
         time_unit = scan.time_unit if scan.time_unit in ("sec", "msec", "usec") else "unknown"

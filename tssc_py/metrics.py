@@ -31,6 +31,7 @@ from tssc_py.atomic import OutputSet, outputs
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan
 from tssc_py.prepare import PrepareRecord, check_model_space, load_record
+from tssc_py.samplesheet import check_subject_id
 
 if TYPE_CHECKING:
     import torch
@@ -278,6 +279,7 @@ def evaluate_files(
             the series, or a refused overwrite.
     """
     prediction, truth, record, out = Path(prediction), Path(truth), Path(record), Path(out)
+    check_subject_id(method, what="method name")
     rec = load_record(record)
     if rec.mode == "upsample":
         raise TsscError("upsample mode has no ground truth to score", record)

@@ -57,6 +57,22 @@ def _subject_entry(subject: Subject) -> dict[str, object]:
     )
 
 
+def _holds_results(out: Path) -> bool:
+    """Whether ``out`` holds files other than the ``run.json`` of a run that finished no
+    subject (a run stopped by a bad first scan leaves only that, and empty folders)."""
+    for path in out.rglob("*"):
+        if path.is_dir():
+            continue
+        if path == out / RUN_STATE:
+            try:
+                if not json.loads(path.read_text()).get("done", True):
+                    continue
+            except (OSError, ValueError, AttributeError):
+                pass
+        return True
+    return False
+
+
 def _write_state(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(state, indent=1) + "\n")
@@ -263,7 +279,7 @@ def run_cohort(
     done = []
     if resume:
         done = _resumed(state_path, settings, subjects, results)
-    elif check_folder(out).exists() and any(out.iterdir()) and not overwrite:
+    elif check_folder(out).exists() and _holds_results(out) and not overwrite:
         raise TsscError(
             "output folder is not empty (use --resume to continue the run in it, "
             "--overwrite to replace its outputs)",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -399,10 +399,17 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
     """
     check_model_space(volume.shape, record)
     nx, ny, nz = record.original_shape[:3]
-    dtype = np.dtype(record.original_dtype)
+    header = None
+    if record.nifti_header is not None:
+        block = base64.b64decode(record.nifti_header)
+        kind = (
+            nib.Nifti2Header
+            if len(block) == nib.Nifti2Header.template_dtype.itemsize
+            else nib.Nifti1Header
+        )
+        header = kind(block)
+    dtype, scaling = _restored_type(record, header)
     integer = np.issubdtype(dtype, np.integer)
-    if not integer and (not np.issubdtype(dtype, np.floating) or dtype.itemsize < 4):
-        dtype = np.dtype(np.float32)
     data = np.empty((nx, ny, nz, record.n_frames), dtype=dtype, order="F")
     scale = record.intensity_high - record.intensity_low
     info = np.iinfo(dtype) if integer else None
@@ -413,18 +420,24 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
         values = resample_inplane(frame, (nx, ny), antialias=False).astype(np.float64)
         values *= scale
         values += record.intensity_low
+        if scaling is not None:
+            values -= scaling[1]
+            values /= scaling[0]
         if info is not None:
             np.rint(values, out=values)
             np.clip(values, info.min, info.max, out=values)
         data[..., t] = values
-    header = None
-    if record.nifti_header is not None:
-        header = nib.Nifti1Header(base64.b64decode(record.nifti_header))
     itk = (
         None
         if record.itk_geometry is None
         else ItkGeometry(**{k: tuple(v) for k, v in record.itk_geometry.items()})
     )
+    # The restored series starts at the first chosen frame: its time origin moves with it.
+    start = record.source_frames[0] * record.original_time_step
+    if header is not None:
+        header["toffset"] = float(header["toffset"]) + start
+    if itk is not None and len(itk.origin) == 4:
+        itk = replace(itk, origin=(*itk.origin[:3], itk.origin[3] + start))
     return Scan(
         data,
         np.asarray(record.original_affine, dtype=float),
@@ -432,7 +445,33 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
         record.time_unit,
         header=header,
         itk=itk,
+        scaling=scaling,
     )
+
+
+def _restored_type(
+    record: PrepareRecord, header: nib.Nifti1Header | None
+) -> tuple[np.dtype, tuple[float, float] | None]:
+    """The data type to restore to, and the slope and intercept to store it with.
+
+    A NIfTI file of integers with a slope or intercept (``scl_slope``, ``scl_inter``: most
+    scanner exports) was read as floats; it comes back as its stored integers with the same
+    slope and intercept, so unchanged voxels are the same stored values. Other floating-point
+    files keep their own float type (at least float32); integer files their integer type.
+    """
+    dtype = np.dtype(record.original_dtype)
+    if header is not None:
+        slope, inter = header.get_slope_inter()
+        stored = np.dtype(header.get_data_dtype().newbyteorder("="))
+        if slope is not None and stored.kind in "iu":
+            return stored, (float(slope), float(inter or 0.0))
+        if slope is not None:
+            dtype = stored
+    if not np.issubdtype(dtype, np.integer) and (
+        not np.issubdtype(dtype, np.floating) or dtype.itemsize < 4
+    ):
+        dtype = np.dtype(np.float32)
+    return dtype, None
 
 
 def prepare_file(

@@ -41,7 +41,7 @@ from tssc_py.errors import TsscError
 from tssc_py.io import default_subject, read_scan
 from tssc_py.metrics import FRAME_COLUMNS, LOWER_IS_BETTER, METRICS, SUMMARY_COLUMNS
 from tssc_py.prepare import load_record
-from tssc_py.samplesheet import SUBJECT_ID
+from tssc_py.samplesheet import check_subject_id
 from tssc_py.stage2 import REFINED, REFINES
 
 PATTERN = "*.frames.csv"
@@ -81,11 +81,7 @@ def folder_label(paths: Sequence[Path]) -> str:
 
 def check_label(label: str) -> str:
     """Return ``label`` if it is a safe dataset label (it names files), else raise TsscError."""
-    if not SUBJECT_ID.fullmatch(label) or label in (".", ".."):
-        raise TsscError(
-            f"dataset label {label!r} has characters other than letters, digits, '.', '_', '-'"
-        )
-    return label
+    return check_subject_id(label, what="dataset label")
 
 
 def _csv_files(paths: Sequence[Path]) -> list[Path]:

@@ -31,11 +31,14 @@ class Subject:
     end_frame: int | None = None
 
 
-def check_subject_id(subject: str, where: str | Path | None = None) -> str:
-    """Return ``subject`` if it is a safe id, else raise TsscError naming ``where``."""
+def check_subject_id(
+    subject: str, where: str | Path | None = None, what: str = "subject id"
+) -> str:
+    """Return ``subject`` if it is a safe id (it names files), else raise TsscError naming
+    ``where``; ``what`` says what the id is (a subject id, a method name...)."""
     if not SUBJECT_ID.fullmatch(subject) or subject in (".", ".."):
         raise TsscError(
-            f"subject id {subject!r} has characters other than letters, digits, '.', '_', '-'",
+            f"{what} {subject!r} has characters other than letters, digits, '.', '_', '-'",
             where,
         )
     return subject
@@ -59,7 +62,8 @@ def read_samplesheet(sheet: Path) -> list[Subject]:
     """
     if not sheet.is_file():
         raise TsscError("no such file", sheet)
-    with sheet.open(newline="") as handle:
+    # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark.
+    with sheet.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]

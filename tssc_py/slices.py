@@ -165,6 +165,10 @@ def split_file(
     with outputs(overwrite) as group:
         for chunk, path in zip(chunks, paths, strict=True):
             save_chunk(chunk, group.path(path))
+    if overwrite:
+        # An earlier split into more chunks would leave its last ones for SUBJECT.chunk*.npz.
+        for stale in set(out.glob(f"{rec.subject}.chunk[0-9][0-9][0-9].npz")) - set(paths):
+            stale.unlink()
     return paths
 
 
@@ -181,8 +185,18 @@ def assemble_files(
     """Assemble chunk files into the filled prepared-space series at ``out``."""
     rec = load_record(record)
     loaded = [load_chunk(p) for p in chunks]
+    starts: dict[int, Path] = {}
     for path, chunk in zip(chunks, loaded, strict=True):
         if chunk.info.subject != rec.subject:
             raise TsscError(f"chunk of subject {chunk.info.subject}, record of {rec.subject}", path)
+        if chunk.info.method is None:
+            # Its unknown frames are the hidden truth: assembled, it would score as perfect.
+            raise TsscError("is not filled (a tssc-split chunk: run tssc-interpolate)", path)
+        if chunk.info.z_start in starts:
+            raise TsscError(
+                f"holds slices from {chunk.info.z_start} on, as {starts[chunk.info.z_start]} does",
+                path,
+            )
+        starts[chunk.info.z_start] = path
     volume = assemble_chunks(loaded)
     return write_scan(filled_scan(volume, rec), out, overwrite)
