@@ -181,8 +181,10 @@ def test_unsupported_suffix(tmp_path: Path) -> None:
     path.write_bytes(b"x")
     with pytest.raises(TsscError, match="unsupported file type"):
         read_scan(path)
-    with pytest.raises(TsscError, match="unsupported output type"):
+    with pytest.raises(TsscError, match=r"unsupported output type; use one of .*\.nrrd$"):
         write_scan(Scan(np.zeros((2, 2, 2, 2)), np.eye(4)), tmp_path / "out.png")
+    with pytest.raises(TsscError, match="detached-header outputs are not supported"):
+        write_scan(Scan(np.zeros((2, 2, 2, 2)), np.eye(4)), tmp_path / "out.mhd")
 
 
 def test_existing_output_is_refused_unless_overwrite(tmp_path: Path, scan_file: Path) -> None:

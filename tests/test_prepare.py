@@ -55,6 +55,7 @@ def test_select_frames_defaults_and_ranges() -> None:
         (30, PrepareConfig(frames=2), "at least 3 frames"),
         (30, PrepareConfig(start_frame=9, end_frame=3), "must come after"),
         (30, PrepareConfig(start_frame=40), "outside the series"),
+        (1, PrepareConfig(mode="upsample"), "has 1 frame: a series of at least 2"),
     ],
 )
 def test_select_frames_errors(n: int, config: PrepareConfig, message: str) -> None:

@@ -67,7 +67,7 @@ def test_chunk_files_round_trip(tmp_path: Path) -> None:
 def test_not_a_chunk(tmp_path: Path) -> None:
     path = tmp_path / "c.npz"
     path.write_bytes(b"garbage")
-    with pytest.raises(TsscError, match="not a tssc chunk"):
+    with pytest.raises(TsscError, match=r"not a tssc chunk \(not an \.npz archive\)"):
         load_chunk(path)
     np.savez(path, stack=np.zeros(3))
     with pytest.raises(TsscError, match="not a tssc chunk"):

@@ -26,6 +26,8 @@ from tssc_py.errors import TsscError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+OUTPUT_SUFFIXES = (*NIFTI_SUFFIXES, ".mha", ".nrrd")
+"""What results can be written as: single files (a detached header's data file would be lost)."""
 
 # ITK stores geometry in LPS, nibabel in RAS: the first two world axes flip sign.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -264,10 +266,10 @@ def write_scan(
     """
     path = Path(path)
     suffix = _suffix(path)
-    if suffix not in SUFFIXES:
-        raise TsscError(f"unsupported output type; use one of {', '.join(SUFFIXES)}", path)
     if suffix in (".mhd", ".nhdr"):
         raise TsscError("detached-header outputs are not supported; use .mha or .nrrd", path)
+    if suffix not in OUTPUT_SUFFIXES:
+        raise TsscError(f"unsupported output type; use one of {', '.join(OUTPUT_SUFFIXES)}", path)
     with outputs(overwrite) if group is None else nullcontext(group) as target:
         tmp = target.path(path)
         if suffix in NIFTI_SUFFIXES:

@@ -162,6 +162,8 @@ def select_frames(n_available: int, config: PrepareConfig) -> list[int]:
     Raises:
         TsscError: if the series has fewer frames than the choice needs.
     """
+    if n_available < 2:
+        raise TsscError(f"has {n_available} frame: a series of at least 2 frames is needed")
     start = 0 if config.start_frame is None else config.start_frame
     end = n_available - 1 if config.end_frame is None else config.end_frame
     if not 0 <= start < n_available or not 0 <= end < n_available:

@@ -136,6 +136,8 @@ def load_chunk(path: str | Path) -> Chunk:
     path = Path(path)
     if not path.is_file():
         raise TsscError("no such file", path)
+    if not zipfile.is_zipfile(path):
+        raise TsscError("not a tssc chunk (not an .npz archive)", path)
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
