@@ -96,6 +96,11 @@ def hold_out(items: Sequence[T], count: int, name: Callable[[T], str]) -> tuple[
     return ordered[:cut], ordered[cut:]
 
 
+def _listed(items: Sequence[object], limit: int = 5) -> str:
+    shown = ", ".join(map(str, items[:limit]))
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def versus_linear_line(step: int, scores: Mapping[str, float]) -> str:
     """The progress line of a validation scored against ``linear`` (``versus_linear``)."""
     return (
@@ -185,6 +190,12 @@ class Run:
             saved = self.saved.config.get(key)
             if isinstance(saved, dict) and isinstance(value, dict):
                 problem += f" ({differences(saved, value)} differ)"
+            elif isinstance(saved, list) and isinstance(value, list):
+                gone = [v for v in saved if v not in value]
+                new = [v for v in value if v not in saved]
+                parts = [f"only in the checkpoint: {_listed(gone)}"] if gone else []
+                parts += [f"only in the inputs: {_listed(new)}"] if new else []
+                problem += f" ({'; '.join(parts)})" if parts else ""
             raise TsscError(problem, self.checkpoint)
 
     def restore(

@@ -104,7 +104,9 @@ def test_refusals(prepared: Path, tmp_path: Path) -> None:
     train([prepared], run, tiny_train_config(steps=2), overwrite=True, show_progress=False)
     others = make_prepared(tmp_path / "others", subjects=2)
     shutil.copy(others / "s0.nii.gz", others / "t0.nii.gz")
-    with pytest.raises(TsscError, match="other subjects"):
+    with pytest.raises(
+        TsscError, match=r"other subjects than these inputs \(only in the checkpoint: s2\)"
+    ):
         train([others], run, tiny_train_config(steps=3), resume=True, show_progress=False)
     with pytest.raises(TsscError, match="leave none for training"):
         train([others], tmp_path / "r2", tiny_train_config(val_subjects=2), show_progress=False)
