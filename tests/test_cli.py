@@ -115,7 +115,7 @@ def test_run_bad_samplesheet(tmp_path: Path, sheet: str, message: str) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_run_bad_scan_in_cohort_names_it_and_leaves_no_partial_subject(tmp_path: Path) -> None:
+def test_run_bad_scan_in_cohort_is_named_before_any_work(tmp_path: Path) -> None:
     write_nifti(tmp_path / "a.nii.gz", blob_series((12, 12, 12, 14)))
     (tmp_path / "b.nii.gz").write_bytes(b"\x1f\x8b broken")
     (tmp_path / "sheet.csv").write_text("subject,scan\na,a.nii.gz\nb,b.nii.gz\n")
@@ -123,15 +123,13 @@ def test_run_bad_scan_in_cohort_names_it_and_leaves_no_partial_subject(tmp_path:
     options = ("--size", 12, "--depth", 12, "--no-progress")
     proc = run_cli(*run, *options, check=False)
     assert_one_line_error(proc, str(tmp_path / "b.nii.gz"), "not a readable image")
-    names = sorted(p.name for p in (tmp_path / "run").rglob("*") if p.is_file())
-    assert all(name.startswith("a.") for name in names if name != "run.json"), names
-    assert not any(".tmp" in name for name in names)
-    # Mended, the run continues where it stopped; a changed option is refused.
+    assert not (tmp_path / "run").exists()
+    # Mended, the run goes through; resumed with a changed option it is refused, naming it.
     write_nifti(tmp_path / "b.nii.gz", blob_series((12, 12, 12, 14), seed=1))
-    proc = run_cli(*run, "--size", 8, "--depth", 12, "--no-progress", "--resume", check=False)
-    assert_one_line_error(proc, "run.json", "other settings (prepare.size differ)")
-    run_cli(*run, *options, "--resume")
-    assert (tmp_path / "run" / "linear" / "b.nii.gz").is_file()
+    run_cli(*run, *options)
+    proc = run_cli(*run, "--size", 11, "--depth", 12, "--no-progress", "--resume", check=False)
+    assert_one_line_error(proc, "run.json", "other settings (prepare.size differs)")
+    assert "resuming: 2 of 2 subjects already done" in run_cli(*run, *options, "--resume").stdout
     assert (tmp_path / "run" / "report" / "report.html").is_file()
 
 

@@ -97,10 +97,18 @@ def test_overwrite_reports_only_this_run(tmp_path: Path, cohort: Path) -> None:
     out = tmp_path / "run"
     config = PrepareConfig(size=16, depth=12, frames=6)
     run_cohort(str(cohort), out, ["linear", "nearest"], config, show_progress=False)
-    run_cohort(str(cohort), out, ["linear"], config, overwrite=True, show_progress=False)
+    run_cohort(
+        str(cohort), out, ["linear"], config, overwrite=True, show_progress=False, dataset="b"
+    )
     assert set(pd.read_csv(out / "report" / "summary.csv")["method"]) == {"linear"}
     assert not list((out / "metrics").glob("*.nearest.*"))
-    assert not (out / "filled" / "nearest").exists()
+    assert not (out / "filled" / "nearest").exists() and not (out / "nearest").exists()
+    # The earlier report's figures (dataset "in") are gone with it.
+    assert sorted(p.name for p in (out / "report").glob("*.png")) == [
+        "errors.b.png",
+        "examples.b.png",
+        "psnr_per_frame.png",
+    ]
 
 
 class KilledError(Exception):
@@ -134,7 +142,7 @@ def test_resume_continues_an_interrupted_run(
     with pytest.raises(KilledError):
         run_cohort(str(cohort), out, ["linear"], config, show_progress=False)
     state = json.loads((out / "run.json").read_text())
-    assert state["done"] == ["s0"]
+    assert list(state["done"]) == ["s0"]
     assert not (out / "linear" / "s1.nii.gz").exists() and not (out / "report").exists()
     first = (out / "linear" / "s0.nii.gz").stat().st_mtime_ns
     with pytest.raises(TsscError, match="use --resume to continue"):
@@ -144,26 +152,43 @@ def test_resume_continues_an_interrupted_run(
     run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
     assert calls == ["s1", "s2"]  # s0 is kept as it was
     assert (out / "linear" / "s0.nii.gz").stat().st_mtime_ns == first
-    assert json.loads((out / "run.json").read_text())["done"] == ["s0", "s1", "s2"]
+    assert list(json.loads((out / "run.json").read_text())["done"]) == ["s0", "s1", "s2"]
     assert pd.read_csv(out / "report" / "summary.csv").loc[0, "subjects"] == 3
 
-    # A finished subject whose result was deleted is made again; the rest are kept.
+    # A finished subject any of whose files was deleted is made again; the rest are kept. So
+    # is the figure subject if its model-space series are missing.
     (out / "linear" / "s1.nii.gz").unlink()
+    (out / "metrics" / "s2.linear.frames.csv").unlink()
     calls.clear()
     run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
-    assert calls == ["s1"]
+    assert calls == ["s1", "s2"]
+    (out / "filled" / "linear" / "s0.nii.gz").unlink()
+    calls.clear()
+    run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+    assert calls == ["s0"] and (out / "filled" / "linear" / "s0.nii.gz").is_file()
 
 
 def test_a_run_that_finished_no_subject_can_be_started_again(tmp_path: Path) -> None:
-    write_nifti(tmp_path / "a.nii.gz", blob_series((16, 16, 4, 6)))
     out = tmp_path / "run"
-    thin = PrepareConfig(size=16, depth=4, frames=6)
+    config = PrepareConfig(size=16, depth=4, frames=6)
+    # What the scans' headers show is checked before anything is written.
+    write_nifti(tmp_path / "a.nii.gz", blob_series((16, 16, 4, 6)))
     with pytest.raises(TsscError, match="3D SSIM needs at least 11"):
-        run_cohort(str(tmp_path / "a.nii.gz"), out, ["linear"], thin, show_progress=False)
-    assert (out / "run.json").is_file()
-    # Mended (2D SSIM), the same folder takes a fresh run: it holds no result yet.
+        run_cohort(str(tmp_path / "a.nii.gz"), out, ["linear"], config, show_progress=False)
+    assert not out.exists()
+    # A scan whose voxels are bad shows it only when read: the run stops at it and leaves a
+    # run.json that finished no subject; mended, the same folder takes a fresh run.
+    bad = blob_series((16, 16, 4, 6)).astype(np.float32)
+    bad[0, 0, 0, 0] = np.nan
+    write_nifti(tmp_path / "a.nii.gz", bad)
+    with pytest.raises(TsscError, match="NaN"):
+        run_cohort(
+            str(tmp_path / "a.nii.gz"), out, ["linear"], config, ssim_mode="2d", show_progress=False
+        )
+    assert json.loads((out / "run.json").read_text())["done"] == {}
+    write_nifti(tmp_path / "a.nii.gz", blob_series((16, 16, 4, 6)))
     run_cohort(
-        str(tmp_path / "a.nii.gz"), out, ["linear"], thin, ssim_mode="2d", show_progress=False
+        str(tmp_path / "a.nii.gz"), out, ["linear"], config, ssim_mode="2d", show_progress=False
     )
     assert (out / "report" / "report.html").is_file()
 
@@ -177,15 +202,20 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, cohort: Path) ->
         run_cohort(str(cohort), out, ["linear"], config, resume=True, overwrite=True)
     run_cohort(str(cohort), out, ["linear"], config, show_progress=False)
     for methods, other, differ in (
-        (["linear", "nearest"], config, "methods.nearest"),
-        (["linear"], replace(config, size=8, depth=4), "prepare.depth, prepare.size"),
+        (["linear", "nearest"], config, "methods.nearest differs"),
+        (["linear"], replace(config, size=12, frames=5), "prepare.frames, prepare.size differ"),
     ):
-        with pytest.raises(TsscError, match=f"other settings \\({differ} differ\\)"):
+        with pytest.raises(TsscError, match=f"other settings \\({differ}\\)"):
             run_cohort(str(cohort), out, methods, other, show_progress=False, resume=True)
-    with pytest.raises(TsscError, match="chunk_size differ"):
+    with pytest.raises(TsscError, match="chunk_size differs"):
         run_cohort(str(cohort), out, ["linear"], config, 4, show_progress=False, resume=True)
-    # A finished subject's scan or frame range may not change under it, nor the subject go.
-    cohort.write_text(cohort.read_text().replace("s1,s1.nii.gz,2,9", "s1,s1.nii.gz,1,9"))
+    # Reordered, with the default frame range written out: the same run (the default figure
+    # subject is the first row, not a setting).
+    sheet = "subject,scan,start_frame,end_frame\ns1,s1.nii.gz,2,9\ns0,s0.nii.gz,0,13\n"
+    cohort.write_text(sheet)
+    run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+    # A finished subject's scan or frame choice may not change under it, nor the subject go.
+    cohort.write_text(sheet.replace("s1,s1.nii.gz,2,9", "s1,s1.nii.gz,1,9"))
     with pytest.raises(TsscError, match="subject 's1' was run from"):
         run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
     cohort.write_text("subject,scan\ns0,s0.nii.gz\n")

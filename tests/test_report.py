@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 from pathlib import Path
 
@@ -275,6 +276,12 @@ def test_load_example(run: Path) -> None:
         "nearest", "linear",
     ]  # fmt: skip
     assert report.load_example(run / "metrics", "blobs", []) is None
+    # A one-slice scan padded to 4 slices (placed at slice 3): its own slice is shown.
+    path = run / report.PREPARED / "s0.json"
+    padded = json.loads(path.read_text())
+    path.write_text(json.dumps({**padded, "original_shape": [16, 16, 1, 10], "z_offset": 3}))
+    assert report.load_example(run, "blobs", []).slice == 3
+    path.write_text(json.dumps(padded))
 
     assert report.load_example(run, "blobs", [], "x") is None  # another dataset may have it
     with pytest.raises(TsscError, match="no dataset has a filled series of the figure subject"):
@@ -327,6 +334,11 @@ def test_write_report(scores: Path, run: Path, tmp_path: Path) -> None:
         report.write_report(out, [scores])
     assert (out / "frames.csv").read_bytes() == before
     assert report.write_report(out, [scores], [("blobs", run)], overwrite=True) == written
+    # Replaced by a report without the blobs dataset: its figures go with it.
+    fewer = report.write_report(out, [scores], overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in fewer)
+    assert not (out / "examples.blobs.png").exists()
+    report.write_report(out, [scores], [("blobs", run)], overwrite=True)
     # The report's frames.csv does not match *.frames.csv: gathering its parent is unchanged.
     assert len(report.gather([tmp_path])) == 12 + 32
 

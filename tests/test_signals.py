@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, REPO, tiny_train_config
+from tssc_py import signals
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.signals import Terminated, deferred_sigterm, raise_on_sigterm, signals_held
 from tssc_py.stage1.train import train as train_stage1
@@ -31,6 +32,7 @@ def recorded() -> list[int]:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
     yield got
     signal.signal(signal.SIGTERM, previous)
+    signals._received.clear()  # what raise_on_sigterm's handler noted
 
 
 def test_deferred_sigterm_sets_a_flag_and_passes_an_unhandled_one_on(recorded: list[int]) -> None:
@@ -60,6 +62,17 @@ def test_raise_on_sigterm(recorded: list[int]) -> None:
     with pytest.raises(Terminated, match="stopped by SIGTERM"):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)
+
+
+def test_a_swallowed_sigterm_is_still_noted(recorded: list[int]) -> None:
+    class Dropped:
+        def __del__(self) -> None:  # exceptions raised here are ignored by Python
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+
+    raise_on_sigterm()
+    Dropped()  # deleted at once: the handler's Terminated is swallowed in __del__
+    assert signals.sigterm_received()
 
 
 def _train_command(kind: str, prepared: Path, out: Path, stage1: Path) -> list[str]:

@@ -17,7 +17,7 @@ import click
 from tssc_py.errors import TsscError
 from tssc_py.metrics import SSIM_MODES
 from tssc_py.prepare import MODES, PrepareConfig
-from tssc_py.signals import Terminated, raise_on_sigterm
+from tssc_py.signals import Terminated, raise_on_sigterm, sigterm_received
 from tssc_py.stage1 import DEVICES, WEIGHTS
 from tssc_py.stage2.ssm import BACKENDS
 
@@ -38,12 +38,16 @@ class Command(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         raise_on_sigterm()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except TsscError as exc:
             raise click.ClickException(str(exc)) from None
         except Terminated as exc:
             click.echo(f"Error: {exc}", err=True)
             raise click.exceptions.Exit(128 + signal.SIGTERM) from None
+        if sigterm_received():  # its exception was swallowed: the work went on, but stop now
+            click.echo(f"Error: {Terminated()}", err=True)
+            raise click.exceptions.Exit(128 + signal.SIGTERM)
+        return result
 
 
 def command(func: F) -> click.Command:

@@ -32,10 +32,13 @@ def about(path: str | Path) -> Iterator[None]:
 
 
 def differences(before: object, now: object) -> str:
-    """What differs between two JSON values, as dotted names for a message ("a.b, c"; the
-    first four, then "..."); empty when nothing does."""
+    """What differs between two JSON values, for a message: "a.b differs", "a.b, c differ"
+    (dotted names, the first four, then "..."); empty when nothing does."""
     names = _differing(before, now, "")
-    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    if not names:
+        return ""
+    listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return f"{listed} {'differs' if len(names) == 1 else 'differ'}"
 
 
 def _differing(before: object, now: object, where: str) -> list[str]:

@@ -142,6 +142,66 @@ def _squeeze_trailing(data: np.ndarray) -> np.ndarray:
     return data
 
 
+def _checked_path(path: Path) -> str:
+    """The image suffix of ``path``, after refusing a missing file, a folder or another type."""
+    if not path.exists():
+        raise TsscError("no such file", path)
+    if path.is_dir():
+        raise TsscError("is a directory, not an image file", path)
+    suffix = _suffix(path)
+    if suffix not in SUFFIXES:
+        raise TsscError(f"unsupported file type; use one of {', '.join(SUFFIXES)}", path)
+    return suffix
+
+
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,
+    zlib.error,
+    gzip.BadGzipFile,
+    nib.filebasedimages.ImageFileError,
+)
+
+
+def _unreadable(exc: Exception, path: Path) -> TsscError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return TsscError(f"not a readable image ({reason[:200]})", path)
+
+
+def _check_ndim(shape: tuple[int, ...], ndim: int | None, path: Path) -> None:
+    if ndim is not None and len(shape) != ndim:
+        size = "x".join(str(s) for s in shape)
+        want = "a 4D (x, y, z, t) series" if ndim == 4 else f"a {ndim}D image"
+        raise TsscError(f"is {len(shape)}D ({size}), {want} is needed", path)
+
+
+def scan_shape(path: str | Path, ndim: int | None = 4) -> tuple[int, ...]:
+    """The shape :func:`read_scan` would give, from the file's header alone (cheap: for
+    checking a cohort before any work).
+
+    Raises:
+        TsscError: As :func:`read_scan` for a missing, unreadable or wrongly shaped file.
+    """
+    path = Path(path)
+    suffix = _checked_path(path)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            shape = tuple(int(n) for n in nib.load(path).shape)
+        else:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            shape = tuple(int(n) for n in reader.GetSize())
+    except _READ_ERRORS as exc:
+        raise _unreadable(exc, path) from None
+    while len(shape) > 4 and shape[-1] == 1:
+        shape = shape[:-1]
+    _check_ndim(shape, ndim, path)
+    return shape
+
+
 def read_scan(path: str | Path, ndim: int | None = 4) -> Scan:
     """Read a scan and check it.
 
@@ -157,33 +217,15 @@ def read_scan(path: str | Path, ndim: int | None = 4) -> Scan:
             NaN or infinite values.
     """
     path = Path(path)
-    if not path.exists():
-        raise TsscError("no such file", path)
-    if path.is_dir():
-        raise TsscError("is a directory, not an image file", path)
-    suffix = _suffix(path)
-    if suffix not in SUFFIXES:
-        raise TsscError(f"unsupported file type; use one of {', '.join(SUFFIXES)}", path)
+    suffix = _checked_path(path)
     try:
         scan = _read_nifti(path) if suffix in NIFTI_SUFFIXES else _read_itk(path)
     except TsscError:
         raise
-    except (
-        OSError,
-        EOFError,
-        ValueError,
-        RuntimeError,
-        zlib.error,
-        gzip.BadGzipFile,
-        nib.filebasedimages.ImageFileError,
-    ) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TsscError(f"not a readable image ({reason[:200]})", path) from None
+    except _READ_ERRORS as exc:
+        raise _unreadable(exc, path) from None
     scan.data = _squeeze_trailing(scan.data)
-    if ndim is not None and scan.data.ndim != ndim:
-        shape = "x".join(str(s) for s in scan.data.shape)
-        want = "a 4D (x, y, z, t) series" if ndim == 4 else f"a {ndim}D image"
-        raise TsscError(f"is {scan.data.ndim}D ({shape}), {want} is needed", path)
+    _check_ndim(scan.data.shape, ndim, path)
     if scan.data.dtype.kind not in "iuf":
         raise TsscError(
             f"holds {scan.data.dtype} values; an image of real numbers (integer or floating "

@@ -28,10 +28,10 @@ from tqdm import tqdm
 from tssc_py import __version__
 from tssc_py.atomic import atomic_path, check_folder, outputs
 from tssc_py.errors import TsscError, about, differences
-from tssc_py.io import read_scan, scan_suffix, write_scan
-from tssc_py.methods import Method, fill_chunk, get_method
-from tssc_py.metrics import check_scored_shape, write_subject_metrics
-from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record
+from tssc_py.io import read_scan, scan_shape, scan_suffix, write_scan
+from tssc_py.methods import Method, fill_chunk, get_method, method_names
+from tssc_py.metrics import check_scored_shape, check_ssim_shape, write_subject_metrics
+from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record, select_frames
 from tssc_py.report import FILLED, PREPARED, check_label, folder_label, write_report
 from tssc_py.samplesheet import Subject, read_inputs
 from tssc_py.slices import assemble_chunks, split_volume
@@ -47,14 +47,29 @@ def _plain(value: object) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _subject_entry(subject: Subject) -> dict[str, object]:
-    return _plain(
-        {
-            "scan": subject.scan.resolve(),
-            "start_frame": subject.start_frame,
-            "end_frame": subject.end_frame,
-        }
-    )
+def _check_subjects(
+    subjects: Sequence[Subject], config: PrepareConfig, ssim_mode: str
+) -> dict[str, dict[str, object]]:
+    """Check every subject from its scan's header before any work: readable, 4D, the frame
+    choice, the scored volume against the SSIM window.
+
+    Returns:
+        Subject -> its scan (absolute) and chosen source frames, as ``run.json`` records them.
+
+    Raises:
+        TsscError: Naming the first scan that would fail.
+    """
+    entries = {}
+    for subject in subjects:
+        shape = scan_shape(subject.scan)
+        chosen = _subject_config(config, subject)
+        with about(subject.scan):
+            frames = select_frames(shape[3], chosen)
+            if chosen.mode == "evaluate":
+                # The scored volume: the scan's own slices that the depth fit keeps.
+                check_ssim_shape((chosen.size, chosen.size, min(shape[2], chosen.depth)), ssim_mode)
+        entries[subject.subject] = {"scan": str(subject.scan.resolve()), "frames": frames}
+    return entries
 
 
 def _holds_results(out: Path) -> bool:
@@ -65,9 +80,9 @@ def _holds_results(out: Path) -> bool:
             continue
         if path == out / RUN_STATE:
             try:
-                if not json.loads(path.read_text()).get("done", True):
+                if not json.loads(path.read_text())["done"]:
                     continue
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, KeyError, TypeError):
                 pass
         return True
     return False
@@ -79,52 +94,59 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def _resumed(
-    path: Path, settings: dict[str, Any], subjects: Sequence[Subject], results: Sequence[str]
-) -> list[str]:
-    """The subjects an earlier run in ``path.parent`` finished with these ``settings``.
+    path: Path,
+    settings: dict[str, Any],
+    entries: dict[str, dict[str, object]],
+    keep_filled: str | None,
+) -> dict[str, list[str]]:
+    """The subjects an earlier run in ``path.parent`` finished with these ``settings``, each
+    with the files it wrote (relative to the run folder).
 
-    A subject counts as finished when ``run.json`` lists it and its results are all still
-    there (a deleted result is made again); the input may gain subjects.
+    A subject counts as finished when ``run.json`` lists it and every file it wrote is still
+    there (a deleted result is made again), and, for ``keep_filled`` (the figure subject of an
+    evaluate run), when its model-space series were kept. The input may gain subjects and
+    change their order.
 
     Raises:
         TsscError: If there is no ``run.json``, or it records other settings, or a finished
-            subject is missing from the input or now has another scan or frame range.
+            subject is missing from the input or now has another scan or frame choice.
     """
     if not path.is_file():
         raise TsscError("nothing to resume: no run.json (start the run without --resume)", path)
     try:
         state = json.loads(path.read_text())
-        before, done, entries = state["settings"], state["done"], state["subjects"]
+        before, done, recorded = state["settings"], dict(state["done"]), state["subjects"]
     except (ValueError, KeyError, TypeError) as exc:
         raise TsscError(f"unreadable run state ({exc})", path) from None
     changed = differences(before, settings)
     if changed:
         raise TsscError(
-            f"the run was made with other settings ({changed} differ); "
+            f"the run was made with other settings ({changed}); "
             "resume with the same options, or start again with --overwrite",
             path,
         )
-    now = {s.subject: _subject_entry(s) for s in subjects}
     for subject in done:
-        if subject not in now:
+        if subject not in entries:
             raise TsscError(
                 f"finished subject {subject!r} is not in the input any more "
                 "(start again with --overwrite)",
                 path,
             )
-        if now[subject] != entries.get(subject):
+        then, now = recorded.get(subject, {}), entries[subject]
+        if then != now:
             raise TsscError(
-                f"subject {subject!r} was run from {entries.get(subject)}, "
-                f"the input now gives {now[subject]} (start again with --overwrite)",
+                f"subject {subject!r} was run from {then.get('scan')} frames "
+                f"{then.get('frames')}, the input now gives {now['scan']} frames "
+                f"{now['frames']} (start again with --overwrite)",
                 path,
             )
     out = path.parent
-    return [
-        s.subject
-        for s in subjects
-        if s.subject in done
-        and all((out / name / f"{s.subject}{scan_suffix(s.scan)}").is_file() for name in results)
-    ]
+    return {
+        subject: files
+        for subject, files in done.items()
+        if all((out / name).is_file() for name in files)
+        and (subject != keep_filled or any(name.startswith(f"{FILLED}/") for name in files))
+    }
 
 
 def _subject_config(config: PrepareConfig, subject: Subject) -> PrepareConfig:
@@ -254,15 +276,13 @@ def run_cohort(
     # Built once: a trained model loads here, not once per subject.
     runners = [get_method(name, **method_options) for name in methods]
     subjects = read_inputs(inputs)
-    if config.mode == "evaluate":
-        # Checked now, not after hours of work.
-        dataset = check_label(dataset or folder_label([Path(inputs)]))
-    if figure_subject is None:
-        figure_subject = subjects[0].subject
-    elif figure_subject not in {s.subject for s in subjects}:
+    # Checked now, not after hours of work.
+    dataset = check_label(dataset or folder_label([Path(inputs)]))
+    if figure_subject is not None and figure_subject not in {s.subject for s in subjects}:
         raise TsscError(f"figure subject {figure_subject!r} is not in the input", inputs)
     out = Path(out)
-    # Everything that decides the outputs, defaults included, as run.json records it.
+    # Everything that decides the outputs, defaults included, as run.json records it; the
+    # figure subject as given (by default the first row, which a grown sheet may change).
     settings = _plain(
         {
             "methods": {runner.name: runner.settings() for runner in runners},
@@ -274,11 +294,14 @@ def run_cohort(
             "figure_subject": figure_subject,
         }
     )
-    results = methods + ([REFINED] if refiner is not None else [])
+    if figure_subject is None:
+        figure_subject = subjects[0].subject
+    entries = _check_subjects(subjects, config, ssim_mode)
+    keep_filled = figure_subject if config.mode == "evaluate" else None
     state_path = out / RUN_STATE
-    done = []
+    done: dict[str, list[str]] = {}
     if resume:
-        done = _resumed(state_path, settings, subjects, results)
+        done = _resumed(state_path, settings, entries, keep_filled)
     elif check_folder(out).exists() and _holds_results(out) and not overwrite:
         raise TsscError(
             "output folder is not empty (use --resume to continue the run in it, "
@@ -288,12 +311,14 @@ def run_cohort(
     if overwrite:
         # The scores, kept series and report describe one run: a rerun with fewer methods or
         # subjects must not report what an earlier run left there.
-        for stale in ("metrics", FILLED, "report"):
-            shutil.rmtree(out / stale, ignore_errors=True)
+        made = [*methods, *([REFINED] if refiner is not None else [])]
+        stale = [name for name in (*method_names(), REFINED) if name not in made]
+        for name in ("metrics", FILLED, "report", *stale):
+            shutil.rmtree(out / name, ignore_errors=True)
     state = {
         "tssc_version": __version__,
         "settings": settings,
-        "subjects": {s.subject: _subject_entry(s) for s in subjects},
+        "subjects": entries,
         "done": done,
     }
     _write_state(state_path, state)
@@ -312,7 +337,7 @@ def run_cohort(
         for subject in subjects:
             if subject.subject in done:
                 continue
-            written += run_subject(
+            made = run_subject(
                 subject,
                 out,
                 runners,
@@ -322,9 +347,10 @@ def run_cohort(
                 overwrite or resume,
                 progress,
                 refiner,
-                keep_filled=subject.subject == figure_subject,
+                keep_filled=subject.subject == keep_filled,
             )
-            done.append(subject.subject)
+            written += made
+            done[subject.subject] = [p.relative_to(out).as_posix() for p in made]
             _write_state(state_path, state)
     if config.mode == "evaluate":
         written += write_report(

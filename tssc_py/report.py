@@ -328,13 +328,23 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
             stats = stats.dropna(subset=["mean"]).fillna({"std": 0.0})
             x = stats.index.to_numpy()
             mean, std = stats["mean"].to_numpy(), stats["std"].to_numpy()
+            if len(x) == 1:  # a band of one frame has no width: an error bar instead
+                ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, label=str(method))
+                continue
             (line,) = ax.plot(x, mean, marker="o", markersize=3, label=str(method))
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        n_subjects = subset["subject"].nunique()
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("Frame index")
+        frames_shown = sorted(subset["frame"].unique())
+        if len(frames_shown) <= 20:
+            ax.set_xticks(frames_shown)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # Subjects with fewer frames leave the last frames' means to the others: say so.
+        counts = subset.groupby("frame")["subject"].nunique()
+        low, high = counts.min(), counts.max()
+        over = f"{high}" if low == high else f"{low}-{high}"
+        ax.set_xlabel("Frame index (in the filled series)")
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(f"{dataset}: PSNR per frame (mean ± std over {n_subjects} subject(s))")
+        ax.set_title(f"{dataset}: PSNR per frame (mean ± std over {over} subject(s))")
         ax.grid(True, alpha=0.3)
         ax.legend(title="Method")
     fig.tight_layout()
@@ -348,7 +358,7 @@ class Example:
     Attributes:
         dataset: Dataset label.
         subject: Subject id.
-        slice: The slice shown (the middle one of the prepared volume).
+        slice: The slice shown, in the prepared volume (the middle one of the scan's own).
         frames: Positions in the filled series, evenly spaced over the predicted frames.
         truth: ``(x, y, len(frames))`` in model space.
         predictions: Method name -> array shaped like ``truth``.
@@ -415,7 +425,9 @@ def load_example(
     predicted = record.predicted_frames
     picks = np.round(np.linspace(0, len(predicted) - 1, min(EXAMPLE_FRAMES, len(predicted))))
     frames = [predicted[int(i)] for i in picks]
-    z = truth.shape[2] // 2
+    # The middle of the scan's own slices (the middle of the volume may be depth padding).
+    real = record.scan_slices
+    z = (real.start + real.stop) // 2
     order = [m for m in methods if m in files] + sorted(m for m in files if m not in methods)
     predictions = {}
     for method in order:
@@ -604,4 +616,10 @@ def write_report(
         written.append(out / "report.html")
         page = render_html(tables, figures)
         group.path(written[-1]).write_text(page, encoding="utf-8")
+    if overwrite:
+        # What an earlier report wrote and this one does not (an ablation, another dataset's
+        # figures) would pass for part of this one.
+        earlier = [out / "ablation.csv", *out.glob("examples.*.png"), *out.glob("errors.*.png")]
+        for stale in set(earlier) - set(written):
+            stale.unlink(missing_ok=True)
     return written

@@ -22,8 +22,19 @@ class Terminated(BaseException):
         super().__init__(message)
 
 
+_received: list[int] = []
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
+    # Noted as well: raised inside a garbage-collector callback, the exception is ignored.
+    _received.append(signum)
     raise Terminated
+
+
+def sigterm_received() -> bool:
+    """Whether SIGTERM reached the handler of :func:`raise_on_sigterm` (even if the exception
+    it raised was swallowed where Python ignores exceptions)."""
+    return bool(_received)
 
 
 def _main_thread() -> bool:

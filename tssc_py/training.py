@@ -189,7 +189,7 @@ class Run:
         if self.saved is not None and self.saved.config.get(key) != value:
             saved = self.saved.config.get(key)
             if isinstance(saved, dict) and isinstance(value, dict):
-                problem += f" ({differences(saved, value)} differ)"
+                problem += f" ({differences(saved, value)})"
             elif isinstance(saved, list) and isinstance(value, list):
                 gone = [v for v in saved if v not in value]
                 new = [v for v in value if v not in saved]

@@ -120,7 +120,7 @@ def test_refusals(prepared: Path, tmp_path: Path) -> None:
     edited = {**saved, "stage1": {**saved["stage1"], "model": {**saved["stage1"]["model"]}}}
     edited["stage1"]["model"]["hidden"] = 128
     (run / "checkpoint" / "config.json").write_text(json.dumps(edited))
-    with pytest.raises(TsscError, match=r"another shape \(model.hidden differ\)"):
+    with pytest.raises(TsscError, match=r"another shape \(model.hidden differs\)"):
         train([prepared], run, tiny_train_config(steps=3), resume=True, show_progress=False)
     (run / "checkpoint" / "config.json").write_text(
         json.dumps({**saved, "train": {**saved["train"], "newer": 1}})

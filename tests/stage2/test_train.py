@@ -211,7 +211,7 @@ def test_resume_refuses_other_stage1_outputs(prepared: Path, tmp_path: Path) -> 
     made = sorted((run / "stage1_outputs").glob("*.nii"))
     with pytest.raises(TsscError, match=r"other stage-1 outputs \(checkpoint.step, "):
         train([prepared], run, _config(steps=3), stage1=models[1], resume=True)
-    with pytest.raises(TsscError, match=r"other stage-1 outputs \(steps differ\)"):
+    with pytest.raises(TsscError, match=r"other stage-1 outputs \(steps differs\)"):
         train(
             [prepared],
             run,
