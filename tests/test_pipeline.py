@@ -203,21 +203,41 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, cohort: Path) ->
     run_cohort(str(cohort), out, ["linear"], config, show_progress=False)
     for methods, other, differ in (
         (["linear", "nearest"], config, "methods.nearest differs"),
-        (["linear"], replace(config, size=12, frames=5), "prepare.frames, prepare.size differ"),
+        (
+            ["linear"],
+            replace(config, size=12, low_percentile=1),
+            "prepare.low_percentile, prepare.size differ",
+        ),
     ):
         with pytest.raises(TsscError, match=f"other settings \\({differ}\\)"):
             run_cohort(str(cohort), out, methods, other, show_progress=False, resume=True)
     with pytest.raises(TsscError, match="chunk_size differs"):
         run_cohort(str(cohort), out, ["linear"], config, 4, show_progress=False, resume=True)
+    # The frame choice is compared per subject, as resolved.
+    with pytest.raises(TsscError, match=r"subject 's0' was run from .* frames \[0, 3, "):
+        run_cohort(
+            str(cohort),
+            out,
+            ["linear"],
+            replace(config, frames=5),
+            show_progress=False,
+            resume=True,
+        )
     # Reordered, with the default frame range written out: the same run (the default figure
     # subject is the first row, not a setting).
     sheet = "subject,scan,start_frame,end_frame\ns1,s1.nii.gz,2,9\ns0,s0.nii.gz,0,13\n"
     cohort.write_text(sheet)
     run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+    # The new first row is the figure subject now: its series are kept, the old one's go.
+    assert [p.name for p in (out / "filled").rglob("*.nii.gz")] == ["s1.nii.gz"]
     # A finished subject's scan or frame choice may not change under it, nor the subject go.
     cohort.write_text(sheet.replace("s1,s1.nii.gz,2,9", "s1,s1.nii.gz,1,9"))
     with pytest.raises(TsscError, match="subject 's1' was run from"):
         run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
     cohort.write_text("subject,scan\ns0,s0.nii.gz\n")
     with pytest.raises(TsscError, match="'s1' is not in the input"):
+        run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+    state = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**state, "done": list(state["done"])}))
+    with pytest.raises(TsscError, match="a run state of another tssc version"):
         run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)

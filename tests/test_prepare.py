@@ -52,7 +52,7 @@ def test_select_frames_defaults_and_ranges() -> None:
     ("n", "config", "message"),
     [
         (8, PrepareConfig(), "fewer frames than needed"),
-        (30, PrepareConfig(frames=2), "at least 3 frames"),
+        (30, PrepareConfig(start_frame=4, end_frame=5), "at least 3 frames"),
         (30, PrepareConfig(start_frame=9, end_frame=3), "must come after"),
         (30, PrepareConfig(start_frame=40), "outside the series"),
         (1, PrepareConfig(mode="upsample"), "has 1 frame: a series of at least 2"),
@@ -68,6 +68,9 @@ def test_config_validation() -> None:
         PrepareConfig(mode="fast")
     with pytest.raises(TsscError, match="percentiles"):
         PrepareConfig(low_percentile=50, high_percentile=10)
+    with pytest.raises(TsscError, match="evaluate mode needs at least 3 frames, 2 asked"):
+        PrepareConfig(frames=2)
+    assert PrepareConfig(mode="upsample", frames=2).frames == 2
 
 
 def test_round_trip_is_exact_without_resampling() -> None:

@@ -34,6 +34,7 @@ from tssc_py.metrics import check_scored_shape, check_ssim_shape, write_subject_
 from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record, select_frames
 from tssc_py.report import FILLED, PREPARED, check_label, folder_label, write_report
 from tssc_py.samplesheet import Subject, read_inputs
+from tssc_py.signals import stop_if_terminated
 from tssc_py.slices import assemble_chunks, split_volume
 from tssc_py.stage2 import REFINED, REFINES
 from tssc_py.stage2.refine import Refiner, load_refiner
@@ -115,9 +116,11 @@ def _resumed(
         raise TsscError("nothing to resume: no run.json (start the run without --resume)", path)
     try:
         state = json.loads(path.read_text())
-        before, done, recorded = state["settings"], dict(state["done"]), state["subjects"]
+        before, done, recorded = state["settings"], state["done"], state["subjects"]
     except (ValueError, KeyError, TypeError) as exc:
         raise TsscError(f"unreadable run state ({exc})", path) from None
+    if not isinstance(done, dict) or not isinstance(recorded, dict):
+        raise TsscError("a run state of another tssc version (start again with --overwrite)", path)
     changed = differences(before, settings)
     if changed:
         raise TsscError(
@@ -283,11 +286,14 @@ def run_cohort(
     out = Path(out)
     # Everything that decides the outputs, defaults included, as run.json records it; the
     # figure subject as given (by default the first row, which a grown sheet may change).
+    # The frame choice is compared per subject, resolved (a range written out as the default
+    # is the default).
+    chosen = ("frames", "start_frame", "end_frame")
     settings = _plain(
         {
             "methods": {runner.name: runner.settings() for runner in runners},
             "refine": None if refiner is None else refiner.settings(),
-            "prepare": asdict(config),
+            "prepare": {k: v for k, v in asdict(config).items() if k not in chosen},
             "chunk_size": chunk_size,
             "ssim": ssim_mode,
             "dataset": dataset,
@@ -309,11 +315,9 @@ def run_cohort(
             out,
         )
     if overwrite:
-        # The scores, kept series and report describe one run: a rerun with fewer methods or
-        # subjects must not report what an earlier run left there.
-        made = [*methods, *([REFINED] if refiner is not None else [])]
-        stale = [name for name in (*method_names(), REFINED) if name not in made]
-        for name in ("metrics", FILLED, "report", *stale):
+        # A run's outputs describe one run: a rerun with fewer methods or subjects must not
+        # leave what an earlier run made there.
+        for name in ("metrics", FILLED, "report", PREPARED, *method_names(), REFINED):
             shutil.rmtree(out / name, ignore_errors=True)
     state = {
         "tssc_version": __version__,
@@ -337,6 +341,7 @@ def run_cohort(
         for subject in subjects:
             if subject.subject in done:
                 continue
+            stop_if_terminated()
             made = run_subject(
                 subject,
                 out,
@@ -352,6 +357,14 @@ def run_cohort(
             written += made
             done[subject.subject] = [p.relative_to(out).as_posix() for p in made]
             _write_state(state_path, state)
+    if resume and keep_filled is not None:
+        # The figure subject may have changed (a reordered sheet): one subject's series stay.
+        for subject, files in done.items():
+            kept = [f for f in files if subject == keep_filled or not f.startswith(f"{FILLED}/")]
+            for name in set(files) - set(kept):
+                (out / name).unlink(missing_ok=True)
+            files[:] = kept
+        _write_state(state_path, state)
     if config.mode == "evaluate":
         written += write_report(
             out / "report",

@@ -74,6 +74,11 @@ class PrepareConfig:
             raise TsscError("frames_between must be at least 1")
         if not 0 <= self.low_percentile < self.high_percentile <= 100:
             raise TsscError("percentiles must satisfy 0 <= low < high <= 100")
+        minimum = 3 if self.mode == "evaluate" else 2
+        if self.frames is not None and self.frames < minimum:
+            raise TsscError(
+                f"{self.mode} mode needs at least {minimum} frames, {self.frames} asked"
+            )
 
 
 @dataclass

@@ -9,6 +9,7 @@ step, save a checkpoint there and then stop, so that ``--resume`` loses nothing.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -42,9 +43,30 @@ def _main_thread() -> bool:
 
 
 def raise_on_sigterm() -> None:
-    """Make SIGTERM raise :class:`Terminated` (only the main thread can set handlers)."""
+    """Make SIGTERM raise :class:`Terminated` (only the main thread can set handlers), and
+    keep a swallowed one quiet: :func:`stop_if_terminated` acts on it."""
     if _main_thread():
         signal.signal(signal.SIGTERM, _raise)
+        sys.unraisablehook = _quiet_if_terminated
+
+
+_default_unraisablehook = sys.unraisablehook
+
+
+def _quiet_if_terminated(unraisable: sys.UnraisableHookArgs) -> None:
+    if not isinstance(unraisable.exc_value, Terminated):
+        _default_unraisablehook(unraisable)
+
+
+def stop_if_terminated() -> None:
+    """At a safe point of a long loop: raise :class:`Terminated` if SIGTERM came but its
+    exception was swallowed (raised inside a garbage-collector callback).
+
+    Raises:
+        Terminated: If :func:`sigterm_received`.
+    """
+    if sigterm_received():
+        raise Terminated
 
 
 @contextmanager
