@@ -158,6 +158,15 @@ def test_values_that_are_not_real_numbers_are_refused(tmp_path: Path) -> None:
         read_scan(write_nifti(tmp_path / "huge.nii", data.astype(np.float64) * 1e36))
 
 
+def test_mixed_case_nifti_suffixes_are_refused(tmp_path: Path, scan_file: Path) -> None:
+    scan = read_scan(scan_file)
+    with pytest.raises(TsscError, match=r"write the suffix \.Nii\.Gz as \.nii\.gz or \.NII\.GZ"):
+        write_scan(scan, tmp_path / "x.Nii.Gz")
+    (tmp_path / "x.Nii").write_bytes(scan_file.read_bytes())
+    with pytest.raises(TsscError, match=r"write the suffix \.Nii as"):
+        read_scan(tmp_path / "x.Nii")
+
+
 def test_degenerate_geometry_is_refused(tmp_path: Path) -> None:
     img = nib.Nifti1Image(blob_series((8, 8, 2, 3)), None)
     img.set_sform(np.diag([1.5, 1.5, 0, 1]), code=2)  # a zero slice spacing

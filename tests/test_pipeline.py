@@ -193,6 +193,14 @@ def test_a_run_that_finished_no_subject_can_be_started_again(tmp_path: Path) -> 
     assert (out / "report" / "report.html").is_file()
 
 
+def test_what_a_header_shows_stops_the_run_before_any_work(tmp_path: Path, cohort: Path) -> None:
+    write_nifti(cohort.parent / "s1.nii.gz", blob_series((20, 16, 12, 14)).astype(np.complex64))
+    out = tmp_path / "run"
+    with pytest.raises(TsscError, match=r"s1\.nii\.gz: holds complex64 values"):
+        run_cohort(str(cohort), out, ["linear"], PrepareConfig(size=16, depth=12), "2d")
+    assert not out.exists()
+
+
 def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, cohort: Path) -> None:
     out = tmp_path / "run"
     config = PrepareConfig(size=16, depth=12, frames=6)

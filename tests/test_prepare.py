@@ -272,3 +272,14 @@ def test_restored_series_starts_at_its_first_frame(tmp_path: Path) -> None:
     back = _round_trip(path, tmp_path / "b.nii", replace(EXACT16, start_frame=3, frames=None))
     assert back.shape[3] == 7
     assert float(back.header["toffset"]) == pytest.approx(3 * 0.04)
+
+
+def test_restore_refuses_another_subjects_series(tmp_path: Path) -> None:
+    paths = {}
+    for name, affine in (("a", OBLIQUE), ("b", np.diag([1.0, 1.0, 2.0, 1.0]))):
+        scan = write_nifti(tmp_path / f"{name}.nii.gz", blob_series((16, 16, 4, 8)), affine)
+        paths[name], _ = prepare_file(scan, tmp_path / "prep" / f"{name}.nii", EXACT16)
+    # The same shape, but b's series placed where b is: not a's.
+    with pytest.raises(TsscError, match=r"b\.nii: does not lie where the record's prepared"):
+        restore_file(paths["b"], record_path(paths["a"]), tmp_path / "x.nii")
+    restore_file(paths["a"], record_path(paths["a"]), tmp_path / "a_back.nii")

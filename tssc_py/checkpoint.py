@@ -92,9 +92,10 @@ class Checkpoint:
         try:
             with about(self.path):
                 yield
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise TsscError(
-                f"{CONFIG} does not describe a model this version can build ({exc})", self.path
+                f"{CONFIG} does not describe a model this version can build ({first})", self.path
             ) from None
 
     def json(self, name: str) -> dict[str, Any]:

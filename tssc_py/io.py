@@ -151,7 +151,29 @@ def _checked_path(path: Path) -> str:
     suffix = _suffix(path)
     if suffix not in SUFFIXES:
         raise TsscError(f"unsupported file type; use one of {', '.join(SUFFIXES)}", path)
+    _check_case(path, suffix)
     return suffix
+
+
+def _check_case(path: Path, suffix: str) -> None:
+    """Refuse a mixed-case NIfTI suffix (``.Nii.Gz``): nibabel reads lower or upper case only."""
+    written = path.name[-len(suffix) :]
+    if suffix in NIFTI_SUFFIXES and written not in (suffix, suffix.upper()):
+        raise TsscError(f"write the suffix {written} as {suffix} or {suffix.upper()}", path)
+
+
+def _check_values(dtype: np.dtype, affine: np.ndarray, path: Path) -> None:
+    """What a header shows to be unusable: values that are not real numbers, a degenerate
+    voxel-to-world matrix."""
+    if dtype.kind not in "iuf":
+        raise TsscError(
+            f"holds {dtype} values; an image of real numbers (integer or floating point) is needed",
+            path,
+        )
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise TsscError(
+            "has a degenerate voxel-to-world matrix (a zero voxel size or parallel axes)", path
+        )
 
 
 _READ_ERRORS = (
@@ -188,14 +210,22 @@ def scan_shape(path: str | Path, ndim: int | None = 4) -> tuple[int, ...]:
     suffix = _checked_path(path)
     try:
         if suffix in NIFTI_SUFFIXES:
-            shape = tuple(int(n) for n in nib.load(path).shape)
+            img = nib.load(path)
+            shape = tuple(int(n) for n in img.shape)
+            dtype, affine = img.get_data_dtype(), img.affine
         else:
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
             reader.ReadImageInformation()
             shape = tuple(int(n) for n in reader.GetSize())
+            if reader.GetNumberOfComponents() != 1:
+                raise TsscError("multi-component (vector) images are not supported", path)
+            dtype = np.dtype(np.float32)  # ITK's scalar pixel types are all real numbers
+            geometry = ItkGeometry(reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection())
+            affine = _itk_affine(geometry)
     except _READ_ERRORS as exc:
         raise _unreadable(exc, path) from None
+    _check_values(np.dtype(dtype), affine, path)
     while len(shape) > 4 and shape[-1] == 1:
         shape = shape[:-1]
     _check_ndim(shape, ndim, path)
@@ -226,22 +256,13 @@ def read_scan(path: str | Path, ndim: int | None = 4) -> Scan:
         raise _unreadable(exc, path) from None
     scan.data = _squeeze_trailing(scan.data)
     _check_ndim(scan.data.shape, ndim, path)
-    if scan.data.dtype.kind not in "iuf":
-        raise TsscError(
-            f"holds {scan.data.dtype} values; an image of real numbers (integer or floating "
-            "point) is needed",
-            path,
-        )
+    _check_values(scan.data.dtype, scan.affine, path)
     if np.issubdtype(scan.data.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(scan.data)))
         if bad:
             raise TsscError(f"contains {bad} NaN or infinite voxel(s)", path)
         if scan.data.dtype.itemsize > 4 and np.abs(scan.data).max() > np.finfo(np.float32).max:
             raise TsscError("holds values beyond the float32 range the models work in", path)
-    if abs(np.linalg.det(scan.affine[:3, :3])) < 1e-12:
-        raise TsscError(
-            "has a degenerate voxel-to-world matrix (a zero voxel size or parallel axes)", path
-        )
     return scan
 
 
@@ -308,6 +329,7 @@ def write_scan(
     """
     path = Path(path)
     suffix = _suffix(path)
+    _check_case(path, suffix)
     if suffix in (".mhd", ".nhdr"):
         raise TsscError("detached-header outputs are not supported; use .mha or .nrrd", path)
     if suffix not in OUTPUT_SUFFIXES:

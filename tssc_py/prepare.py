@@ -372,13 +372,25 @@ def prepare_scan(
     return out, record
 
 
-def check_model_space(shape: tuple[int, ...], record: PrepareRecord, filled: bool = True) -> None:
+def check_model_space(
+    shape: tuple[int, ...],
+    record: PrepareRecord,
+    filled: bool = True,
+    affine: np.ndarray | None = None,
+) -> None:
     """Refuse a volume that is not the record's filled (or, with ``filled`` False, prepared)
-    series: another size, depth or number of frames.
+    series: another size, depth or number of frames, or (given its ``affine``) another
+    subject's placement in the scanner.
 
     Raises:
         TsscError: Naming the shapes, the subject and the mode.
     """
+    # 1e-3 mm: NIfTI stores the matrix in float32.
+    if affine is not None and not np.allclose(affine, record.prepared_affine, atol=1e-3):
+        raise TsscError(
+            f"does not lie where the record's prepared volume does (subject {record.subject}): "
+            "a series of another subject?"
+        )
     config = PrepareConfig(**record.config)
     frames = record.n_frames if filled else len(record.prepared_frames)
     expected = (config.size, config.size, config.depth, frames)
@@ -507,7 +519,8 @@ def prepare_file(
 def restore_file(filled: Path, record: Path, out: Path, overwrite: bool = False) -> Path:
     """Restore a filled prepared-space series to the source geometry and write it to ``out``."""
     rec = load_record(record)
-    volume = read_scan(filled).data
+    scan = read_scan(filled)
     with about(filled):
-        restored = restore_scan(volume, rec)
+        check_model_space(scan.data.shape, rec, affine=scan.affine)
+        restored = restore_scan(scan.data, rec)
     return write_scan(restored, out, overwrite)

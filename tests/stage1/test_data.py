@@ -27,6 +27,16 @@ def test_prepared_images_from_folders_and_files(prepared: Path) -> None:
     assert prepared_images([images[0], prepared]) == images
 
 
+def test_images_without_a_record_are_named(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mixed"
+    shutil.copytree(prepared, folder)
+    write_nifti(folder / "raw.nii.gz", blob_series((8, 8, 2, 4)))  # a scan never prepared
+    assert len(prepared_images([folder])) == 3
+    assert "1 image(s) without a record skipped: raw.nii.gz" in capsys.readouterr().err
+
+
 def test_prepared_images_errors(tmp_path: Path) -> None:
     with pytest.raises(TsscError, match="no such file or folder"):
         prepared_images([tmp_path / "missing"])

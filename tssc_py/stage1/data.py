@@ -10,11 +10,13 @@ frame (always including both ends), so one model serves every upsampling factor.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from tssc_py.errors import TsscError
 from tssc_py.io import SUFFIXES, read_scan, scan_suffix
@@ -48,16 +50,21 @@ def prepared_images(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(
+            candidates = sorted(
                 p
                 for p in path.iterdir()
-                if p.is_file()
-                and not p.name.startswith(".")
-                and scan_suffix(p) in SUFFIXES
-                and record_path(p).is_file()
+                if p.is_file() and not p.name.startswith(".") and scan_suffix(p) in SUFFIXES
             )
+            found = [p for p in candidates if record_path(p).is_file()]
             if not found:
                 raise TsscError("holds no prepared image with its .json record", path)
+            skipped = [p.name for p in candidates if p not in found]
+            if skipped:
+                listed = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+                tqdm.write(
+                    f"{path}: {len(skipped)} image(s) without a record skipped: {listed}",
+                    file=sys.stderr,
+                )
             images += found
         elif path.is_file():
             if not record_path(path).is_file():

@@ -193,7 +193,7 @@ def refine_file(
     rec = load_record(record)
     scan = read_scan(filled)
     with about(filled):
-        check_model_space(scan.data.shape, rec)
+        check_model_space(scan.data.shape, rec, affine=scan.affine)
     refiner = load_refiner(checkpoint, device, backend, tile, overlap)
     with about(filled):
         refined = refiner(scan.data, rec.known_frames)
