@@ -66,6 +66,14 @@ def test_identical_inputs_are_perfect() -> None:
     assert metrics.mae(truth, truth) == 0.0
 
 
+def test_float32_rounding_counts_as_perfect() -> None:
+    truth = np.random.default_rng(4).random((16, 16, 8)).astype(np.float32)
+    blend = np.float32(0.3) * truth + np.float32(0.7) * truth  # two equal frames, blended
+    assert not np.array_equal(blend, truth)
+    assert metrics.psnr(blend, truth) == math.inf
+    assert 110 < metrics.psnr(truth + np.float32(1e-6), truth) < 130
+
+
 def test_small_depth_needs_2d_option() -> None:
     pred, truth = _pair((32, 32, 8))
     with pytest.raises(TsscError, match=r"32x32x8.*--ssim 2d"):
@@ -127,8 +135,11 @@ def test_score_series_errors() -> None:
         metrics.score_series(pred[:, :, :8], truth[:, :, :8], [0], ssim_mode="3d")
 
 
-def _write(data: np.ndarray, path: Path) -> Path:
-    nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), path)
+def _write(data: np.ndarray, path: Path, affine: np.ndarray | Path) -> Path:
+    """Save ``data`` with ``affine``, or with the affine of the NIfTI file ``affine``."""
+    if isinstance(affine, Path):
+        affine = nib.load(affine).affine
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), path)
     return path
 
 
@@ -147,8 +158,8 @@ def case(tmp_path: Path) -> dict[str, Path]:
     )
     save_record(record, tmp_path / "sub01.json")
     return {
-        "truth": _write(truth, tmp_path / "truth.nii.gz"),
-        "prediction": _write(pred, tmp_path / "pred.nii.gz"),
+        "truth": _write(truth, tmp_path / "truth.nii.gz", np.array(record.prepared_affine)),
+        "prediction": _write(pred, tmp_path / "pred.nii.gz", np.array(record.prepared_affine)),
         "record": tmp_path / "sub01.json",
         "out": tmp_path / "out",
     }
@@ -160,14 +171,15 @@ def test_evaluate_files_writes_both_tables(case: dict[str, Path]) -> None:
     assert metrics_path == case["out"] / "sub01.linear.metrics.csv"
     frames = pd.read_csv(frames_path, dtype={"subject": str})
     columns = ["mae", "psnr", "ssim", "cross_slice"]
-    assert list(frames.columns) == ["subject", "method", "frame", *columns]
+    assert list(frames.columns) == ["subject", "method", "frame", *columns, "ssim_mode"]
+    assert set(frames["ssim_mode"]) == {"3d"}
     assert frames["frame"].tolist() == [1, 2, 3]
     assert set(frames["subject"]) == {"sub01"} and set(frames["method"]) == {"linear"}
     pred = nib.load(case["prediction"]).get_fdata()
     truth = nib.load(case["truth"]).get_fdata()
     assert frames["psnr"].iloc[0] == pytest.approx(metrics.psnr(pred[..., 1], truth[..., 1]))
     means = pd.read_csv(metrics_path)
-    assert list(means.columns) == ["subject", "method", "frames", *columns]
+    assert list(means.columns) == ["subject", "method", "frames", *columns, "ssim_mode"]
     assert len(means) == 1 and means["frames"].iloc[0] == 3
     for m in columns:
         assert means[m].iloc[0] == pytest.approx(frames[m].mean(), rel=1e-12)
@@ -185,7 +197,9 @@ def test_evaluate_files_writes_both_tables(case: dict[str, Path]) -> None:
 
 
 def test_evaluate_files_errors(case: dict[str, Path], tmp_path: Path) -> None:
-    short = _write(nib.load(case["truth"]).get_fdata()[..., :4], tmp_path / "short.nii.gz")
+    short = _write(
+        nib.load(case["truth"]).get_fdata()[..., :4], tmp_path / "short.nii.gz", case["truth"]
+    )
     with pytest.raises(TsscError, match="different shapes") as err:
         metrics.evaluate_files(method="m", **{**case, "prediction": short})
     assert err.value.path == short
@@ -204,6 +218,29 @@ def test_evaluate_files_errors(case: dict[str, Path], tmp_path: Path) -> None:
     assert err.value.path == tmp_path / "up.json"
 
 
+def test_evaluate_files_refuses_another_subjects_series(
+    case: dict[str, Path], tmp_path: Path
+) -> None:
+    truth = nib.load(case["truth"]).get_fdata()
+    shifted = tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image(truth.astype(np.float32), np.diag([1.0, 1, 1.5, 1])), shifted)
+    for role in ("truth", "prediction"):
+        with pytest.raises(TsscError, match="a series of another subject") as err:
+            metrics.evaluate_files(method="m", **{**case, role: shifted})
+        assert err.value.path == shifted
+    # Same geometry, another series: its known frames are not the truth's.
+    other = truth.copy()
+    other[..., 0] = np.roll(other[..., 0], 3, axis=0)
+    other_path = _write(other, tmp_path / "other.nii.gz", case["truth"])
+    with pytest.raises(TsscError, match="known frame 0 differs from the truth's") as err:
+        metrics.evaluate_files(method="m", **{**case, "prediction": other_path})
+    assert err.value.path == other_path
+    assert not case["out"].exists()
+    # Storage rounding of the known frames (e.g. a float16 NIfTI) is not a mismatch.
+    rounded = _write(truth.astype(np.float16), tmp_path / "rounded.nii.gz", case["truth"])
+    metrics.evaluate_files(method="m", **{**case, "prediction": rounded})
+
+
 @pytest.mark.parametrize("z_offset", [0, 3, 8])
 def test_only_the_scans_own_slices_are_scored(tmp_path: Path, z_offset: int) -> None:
     rng = np.random.default_rng(3)
@@ -219,8 +256,8 @@ def test_only_the_scans_own_slices_are_scored(tmp_path: Path, z_offset: int) -> 
     pred[:, :, real, 1:4] += 0.05  # wrong on the scan's slices, "perfect" on the padding
     save_record(record, tmp_path / "sub03.json")
     paths = {
-        "truth": _write(truth, tmp_path / "t.nii"),
-        "prediction": _write(pred, tmp_path / "p.nii"),
+        "truth": _write(truth, tmp_path / "t.nii", np.array(record.prepared_affine)),
+        "prediction": _write(pred, tmp_path / "p.nii", np.array(record.prepared_affine)),
         "record": tmp_path / "sub03.json",
     }
     _, means_path = metrics.evaluate_files(
@@ -247,7 +284,9 @@ def test_cli(case: dict[str, Path], tmp_path: Path) -> None:
     assert "sub01.linear.frames.csv" in done.stdout
     assert (case["out"] / "sub01.linear.metrics.csv").is_file()
 
-    short = _write(nib.load(case["truth"]).get_fdata()[..., :4], tmp_path / "short.nii.gz")
+    short = _write(
+        nib.load(case["truth"]).get_fdata()[..., :4], tmp_path / "short.nii.gz", case["truth"]
+    )
     bad_out = tmp_path / "bad"
     done = _cli("--prediction", short, *args, "--out", bad_out)
     assert done.returncode != 0

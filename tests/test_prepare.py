@@ -185,6 +185,17 @@ def test_constant_scan_is_refused() -> None:
         prepare_scan(scan, PrepareConfig(size=8, depth=4), "s")
 
 
+def test_almost_empty_scan_names_the_percentiles() -> None:
+    data = np.zeros((8, 8, 4, 12), np.int16)
+    data[0, 0, 0, :] = 100  # 12 of 3072 voxels: below the 99.5th percentile
+    with pytest.raises(TsscError, match=r"0\.5 and 99\.5 percentiles .* --low-percentile 0"):
+        prepare_scan(Scan(data, np.eye(4)), PrepareConfig(size=8, depth=4), "s")
+    prepared, _ = prepare_scan(
+        Scan(data, np.eye(4)), PrepareConfig(size=8, depth=4, high_percentile=100), "s"
+    )
+    assert prepared.data.max() == 1.0
+
+
 def test_restore_checks_shape() -> None:
     prepared, record = prepare_scan(_scan(), replace(EXACT, frames=3), "s")
     with pytest.raises(TsscError, match="the record expects"):

@@ -41,11 +41,16 @@ ROWS = {
 COLUMNS = ["frame", *METRICS]
 
 
-def _write(directory: Path, subject: str, method: str, rows: list[tuple]) -> Path:
+def _write(
+    directory: Path, subject: str, method: str, rows: list[tuple], ssim_mode: str | None = "3d"
+) -> Path:
+    """A per-frame CSV; ``ssim_mode`` None writes one of an older tssc, without that column."""
     directory.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.insert(0, "method", method)
     table.insert(0, "subject", subject)
+    if ssim_mode is not None:
+        table["ssim_mode"] = ssim_mode
     path = directory / f"{subject}.{method}.frames.csv"
     table.to_csv(path, index=False)
     return path
@@ -70,7 +75,7 @@ def cardiac(tmp_path: Path) -> Path:
 
 def test_gather_reads_directories_recursively(scores: Path) -> None:
     frames = report.gather([scores])
-    assert list(frames.columns) == ["subject", "method", "frame", *METRICS]
+    assert list(frames.columns) == ["subject", "method", "frame", *METRICS, "ssim_mode"]
     assert len(frames) == 12
     assert set(frames["subject"]) == {"001", "002"}  # ids stay text: no "1"
     assert frames["frame"].dtype == np.int64
@@ -96,14 +101,18 @@ def test_datasets_and_labels(scores: Path, cardiac: Path, tmp_path: Path) -> Non
         report.datasets_of()
     # The same subject id in two datasets is no duplicate.
     frames = report.gather_datasets(report.datasets_of([scores], [("cardiac", cardiac)]))
-    assert list(frames.columns) == ["dataset", "subject", "method", "frame", *METRICS]
+    assert list(frames.columns) == [
+        "dataset", "subject", "method", "frame", *METRICS, "ssim_mode",
+    ]  # fmt: skip
     assert frames.groupby("dataset").size().to_dict() == {"cardiac": 2, "knee": 12}
 
 
 def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) -> None:
     frames = report.gather_datasets({"knee": [scores], "cardiac": [cardiac]})
     cohort, summary = report.summarise(frames)
-    assert list(cohort.columns) == ["dataset", "subject", "method", "frames", *METRICS]
+    assert list(cohort.columns) == [
+        "dataset", "subject", "method", "frames", *METRICS, "ssim_mode",
+    ]  # fmt: skip
     rows = {(r.dataset, r.subject, r.method): r for r in cohort.itertuples()}
     assert rows["knee", "001", "linear"].frames == 2
     assert rows["knee", "001", "linear"].mae == pytest.approx(0.015)
@@ -113,7 +122,8 @@ def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) 
     assert rows["cardiac", "001", "linear"].psnr == pytest.approx(27.0)
 
     assert list(summary.columns) == [
-        "dataset", "method", "subjects", "mae_mean", "mae_std", "psnr_mean", "psnr_std",
+        "dataset", "method", "subjects", "ssim_mode", "mae_mean", "mae_std", "psnr_mean",
+        "psnr_std",
         "ssim_mean", "ssim_std", "cross_slice_mean", "cross_slice_std",
     ]  # fmt: skip
     assert list(zip(summary["dataset"], summary["method"], strict=True)) == [
@@ -139,9 +149,10 @@ def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) 
 
     table = report.comparison(summary)
     assert list(table.columns) == [
-        "dataset", "method", "subjects", "MAE", "PSNR", "SSIM", "CROSS_SLICE",
+        "dataset", "method", "subjects", "ssim_mode", "MAE", "PSNR", "SSIM", "CROSS_SLICE",
     ]  # fmt: skip
     assert len(table) == 4  # one row per dataset and method
+    assert set(table["ssim_mode"]) == {"3d"}
     text = table.set_index(["dataset", "method"])
     assert text.loc[("knee", "linear"), "PSNR"] == "34.00 ± 3.00"
     assert text.loc[("knee", "tssc"), "MAE"] == "0.0040 ± 0.0010"
@@ -185,6 +196,60 @@ def test_infinite_psnr_and_empty_cross_slice(tmp_path: Path) -> None:
     png = report._png(report.plot_psnr_per_frame(frames))
     assert png.startswith(PNG_MAGIC)
     assert path.is_file()
+
+
+def test_plot_marks_infinite_frames_at_the_top(tmp_path: Path) -> None:
+    # "copy" is exact on frame 1 in one subject: the mean there is infinite, as in the tables.
+    rows = {
+        ("s1", "copy"): [math.inf, 20.0, 30.0],
+        ("s2", "copy"): [21.0, 22.0, 32.0],
+        ("s1", "blend"): [25.0, 24.0, 20.0],
+        ("s2", "blend"): [23.0, 26.0, 22.0],
+    }
+    for (subject, method), psnr in rows.items():
+        frame_rows = [(f, 0.1, p, 0.5, 0.1) for f, p in enumerate(psnr, start=1)]
+        _write(tmp_path / "d", subject, method, frame_rows)
+    fig = report.plot_psnr_per_frame(report.gather_datasets({"d": [tmp_path / "d"]}))
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    copy_y = np.asarray(lines["copy"].get_ydata(), dtype=float)
+    assert math.isnan(copy_y[0])  # not the finite subject's 21 dB
+    assert copy_y[1:].tolist() == [21.0, 31.0]
+    assert lines["blend"].get_ydata().tolist() == [24.0, 25.0, 21.0]
+    markers = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    assert len(markers) == 1 and markers[0].get_xdata().tolist() == [1]
+    assert markers[0].get_color() == lines["copy"].get_color()
+    assert markers[0].get_ydata()[0] == ax.get_ylim()[1] > 31.0
+    assert "infinite" in ax.get_title()
+
+
+def test_ssim_modes_are_not_mixed_within_a_dataset(tmp_path: Path) -> None:
+    row = [(1, 0.01, 30.0, 0.9, 0.01)]
+    _write(tmp_path / "a", "s1", "linear", row, "3d")
+    _write(tmp_path / "a", "s2", "linear", row, "2d")
+    with pytest.raises(TsscError, match="dataset 'a' mixes scores of SSIM computed as 2d and 3d"):
+        report.gather_datasets({"a": [tmp_path / "a"]})
+    # An older tssc's CSV (no ssim_mode column) reads as unknown: not mixed with a known mode.
+    _write(tmp_path / "b", "s1", "linear", row, "2d")
+    _write(tmp_path / "b", "s2", "linear", row, None)
+    with pytest.raises(TsscError, match="2d and unknown \\(an older tssc's CSV"):
+        report.gather_datasets({"b": [tmp_path / "b"]})
+    _write(tmp_path / "c", "s1", "linear", row, "2d")
+    _write(tmp_path / "d", "s1", "linear", row, None)
+    # Datasets may differ (e.g. a thin knee scan needs 2D SSIM): each row says which it is.
+    frames = report.gather_datasets(
+        {
+            "c": [tmp_path / "c"],
+            "k": [tmp_path / "a" / "s1.linear.frames.csv"],
+            "d": [tmp_path / "d"],
+        }
+    )
+    text = report.comparison(report.summarise(frames)[1]).set_index("dataset")
+    assert text["ssim_mode"].to_dict() == {"c": "2d", "k": "3d", "d": ""}
+    bad = _write(tmp_path / "e", "s1", "linear", row, "4d")
+    with pytest.raises(TsscError, match="ssim_mode must be one of 3d, 2d") as err:
+        report.gather([bad])
+    assert err.value.path == bad
 
 
 def test_gather_errors(tmp_path: Path, scores: Path) -> None:

@@ -6,7 +6,10 @@ frames are scored; the known (input) frames are copies of the truth and would in
 The metrics follow UVI-Net's evaluation and agree with scikit-image to rounding error:
 
 * MAE: mean absolute difference.
-* PSNR: ``10 log10(data_range^2 / MSE)`` with a data range of 1 (infinite for a perfect frame).
+* PSNR: ``10 log10(data_range^2 / MSE)`` with a data range of 1; infinite for a perfect frame,
+  and for one that differs from the truth only by float32 rounding (an MSE of at most
+  ``(float32 eps * data_range)^2``, above 138.5 dB), so that exact copies score alike whether a
+  method copies a frame or blends two equal ones.
 * SSIM: Gaussian window of 11 voxels, sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1, population
   covariances, averaged over the voxels whose window lies inside the volume. ``"3d"`` computes
   it on the whole volume with a 3D window (every side must be at least 11 voxels); ``"2d"`` is
@@ -42,8 +45,13 @@ WIN_SIGMA = 1.5
 METRICS = ("mae", "psnr", "ssim", "cross_slice")
 LOWER_IS_BETTER = frozenset({"mae", "cross_slice"})
 """The metrics of :data:`METRICS` that are better lower; the others are better higher."""
-FRAME_COLUMNS = ("subject", "method", "frame", *METRICS)
-SUMMARY_COLUMNS = ("subject", "method", "frames", *METRICS)
+FRAME_COLUMNS = ("subject", "method", "frame", *METRICS, "ssim_mode")
+SUMMARY_COLUMNS = ("subject", "method", "frames", *METRICS, "ssim_mode")
+"""The tables of :func:`write_subject_metrics`; ``ssim_mode`` says how SSIM was computed, so
+that scores of the two modes are not averaged together."""
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+# Known frames are copies of the truth; a larger difference means another subject's series.
+KNOWN_FRAME_TOLERANCE = 1e-3
 
 
 def _pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,10 +71,10 @@ def mae(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def psnr(pred: np.ndarray, truth: np.ndarray, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB; ``inf`` when the inputs are identical."""
+    """Peak signal-to-noise ratio in dB; ``inf`` when the inputs agree to float32 rounding."""
     pred, truth = _pair(pred, truth)
     mse = float(np.mean((pred - truth) ** 2))
-    if mse == 0.0:
+    if mse <= (FLOAT32_EPS * data_range) ** 2:
         return math.inf
     return float(10.0 * np.log10(data_range**2 / mse))
 
@@ -248,6 +256,27 @@ def score_series(
     return table.astype({"frame": "int64", **dict.fromkeys(METRICS, "float64")})
 
 
+def check_known_copied(
+    prediction: np.ndarray, truth: np.ndarray, known_frames: Sequence[int]
+) -> None:
+    """Refuse a prediction whose known frames are not the truth's (to storage rounding).
+
+    Every method returns its input frames unchanged, so a difference means the prediction was
+    filled from another series, e.g. another subject's of the same geometry.
+
+    Raises:
+        TsscError: Naming the first frame that differs and by how much.
+    """
+    for t in known_frames:
+        difference = float(np.max(np.abs(prediction[..., t] - truth[..., t])))
+        if not difference <= KNOWN_FRAME_TOLERANCE:
+            raise TsscError(
+                f"known frame {t} differs from the truth's by up to {difference:.3g}: "
+                "filled from another series (another subject's?); a method returns its known "
+                "frames unchanged"
+            )
+
+
 def evaluate_files(
     prediction: Path,
     truth: Path,
@@ -270,9 +299,9 @@ def evaluate_files(
 
     Returns:
         ``out/{subject}.{method}.frames.csv`` (``subject, method, frame, mae, psnr, ssim,
-        cross_slice``) and ``out/{subject}.{method}.metrics.csv`` (one row: ``subject, method,
-        frames, mae, psnr, ssim, cross_slice``, the number of scored frames and the means over
-        them).
+        cross_slice, ssim_mode``) and ``out/{subject}.{method}.metrics.csv`` (one row:
+        ``subject, method, frames, mae, psnr, ssim, cross_slice, ssim_mode``, the number of
+        scored frames and the means over them).
 
     Raises:
         TsscError: for an upsample-mode record, mismatched shapes, known frames that do not fit
@@ -283,8 +312,9 @@ def evaluate_files(
     rec = load_record(record)
     if rec.mode == "upsample":
         raise TsscError("upsample mode has no ground truth to score", record)
-    pred = read_scan(prediction).data
-    true = read_scan(truth).data
+    pred_scan = read_scan(prediction)
+    true_scan = read_scan(truth)
+    pred, true = pred_scan.data, true_scan.data
     if pred.shape != true.shape:
         raise TsscError(
             f"prediction and truth have different shapes: {pred.shape} vs {true.shape} "
@@ -295,9 +325,12 @@ def evaluate_files(
         check_known_frames(rec.known_frames, rec.n_frames)
     except TsscError as exc:
         raise TsscError(str(exc), record) from None
+    with about(truth):
+        check_model_space(true.shape, rec, affine=true_scan.affine)
     with about(prediction):
-        check_model_space(pred.shape, rec)
+        check_model_space(pred.shape, rec, affine=pred_scan.affine)
         check_scored_shape(rec, ssim_mode)
+        check_known_copied(pred, true, rec.known_frames)
     with outputs(overwrite) as group:
         return write_subject_metrics(pred, true, rec, method, out, ssim_mode, group)
 
@@ -329,9 +362,10 @@ def write_subject_metrics(
     )
     table.insert(0, "method", method)
     table.insert(0, "subject", record.subject)
+    table["ssim_mode"] = ssim_mode
     means = table[list(METRICS)].mean()
     summary = pd.DataFrame(
-        [[record.subject, method, len(table), *(float(means[m]) for m in METRICS)]],
+        [[record.subject, method, len(table), *(float(means[m]) for m in METRICS), ssim_mode]],
         columns=list(SUMMARY_COLUMNS),
     )
     table.to_csv(frames_tmp, index=False)

@@ -325,7 +325,13 @@ def prepare_scan(
     integer = np.issubdtype(scan.data.dtype, np.integer) and scan.data.dtype.itemsize <= 2
     low, high = percentiles(series, (config.low_percentile, config.high_percentile), integer)
     if high <= low:
-        raise TsscError(f"has constant intensity ({low}) over the chosen frames")
+        if series.min() == series.max():
+            raise TsscError(f"has constant intensity ({low}) over the chosen frames")
+        raise TsscError(
+            f"its {config.low_percentile:g} and {config.high_percentile:g} percentiles over the "
+            f"chosen frames are both {low} (almost all voxels equal): scale it by its full "
+            "range with --low-percentile 0 --high-percentile 100"
+        )
     size = (config.size, config.size)
     nx, ny, nz = scan.data.shape[:3]
     z_offset = (config.depth - nz) // 2 if nz <= config.depth else -((nz - config.depth) // 2)

@@ -12,7 +12,7 @@ the cross-slice error are better lower, PSNR and SSIM higher.
 Infinite PSNR (a frame predicted exactly) is kept, not dropped or clipped: it makes the
 subject's mean PSNR and the method's ``psnr_mean`` infinite, ``psnr_std`` NaN and the ``PSNR``
 text ``inf``, so a perfect (usually copied) frame is visible rather than silently averaged.
-The plot leaves such frames out, since they cannot be drawn.
+The per-frame plot marks such frames at the top of the panel.
 
 A dataset folder laid out as a ``tssc-run`` output (``prepared/SUBJECT.nii.gz`` and
 ``prepared/SUBJECT.json``, ``filled/METHOD/SUBJECT.nii.gz``: the filled series in model space)
@@ -39,7 +39,13 @@ from matplotlib.ticker import MaxNLocator
 from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError
 from tssc_py.io import default_subject, read_scan
-from tssc_py.metrics import FRAME_COLUMNS, LOWER_IS_BETTER, METRICS, SUMMARY_COLUMNS
+from tssc_py.metrics import (
+    FRAME_COLUMNS,
+    LOWER_IS_BETTER,
+    METRICS,
+    SSIM_MODES,
+    SUMMARY_COLUMNS,
+)
 from tssc_py.prepare import load_record
 from tssc_py.samplesheet import check_subject_id
 from tssc_py.stage2 import REFINED, REFINES
@@ -54,9 +60,16 @@ SUMMARY_TABLE_COLUMNS = (
     "dataset",
     "method",
     "subjects",
+    "ssim_mode",
     *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
 )
-COMPARISON_COLUMNS = ("dataset", "method", "subjects", *(m.upper() for m in METRICS))
+COMPARISON_COLUMNS = (
+    "dataset",
+    "method",
+    "subjects",
+    "ssim_mode",
+    *(m.upper() for m in METRICS),
+)
 DECIMALS = {"mae": 4, "psnr": 2, "ssim": 4, "cross_slice": 4}
 """Decimals of each metric in the comparison texts (the errors are in hundredths)."""
 ABLATION_COLUMNS = (
@@ -108,11 +121,13 @@ def _csv_files(paths: Sequence[Path]) -> list[Path]:
 def _read_frames(path: Path) -> pd.DataFrame:
     """One per-frame CSV, checked."""
     try:
-        table = pd.read_csv(path, dtype={"subject": str, "method": str})
+        table = pd.read_csv(path, dtype={"subject": str, "method": str, "ssim_mode": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
         raise TsscError("not a per-frame metrics CSV", path) from None
     if "cross_slice" not in table.columns:
         table["cross_slice"] = np.nan  # scored before that metric existed: reported as empty
+    if "ssim_mode" not in table.columns:
+        table["ssim_mode"] = ""  # scored before the mode was written: unknown
     missing = [c for c in FRAME_COLUMNS if c not in table.columns]
     if missing:
         raise TsscError(
@@ -136,6 +151,9 @@ def _read_frames(path: Path) -> pd.DataFrame:
         raise TsscError(f"non-numeric or empty values in column(s) {', '.join(bad)}", path)
     if (numeric["frame"] != numeric["frame"].round()).any() or (numeric["frame"] < 0).any():
         raise TsscError("frame numbers must be non-negative integers", path)
+    table = table.assign(ssim_mode=table["ssim_mode"].fillna(""))
+    if not table["ssim_mode"].isin([*SSIM_MODES, ""]).all():
+        raise TsscError(f"ssim_mode must be one of {', '.join(SSIM_MODES)}", path)
     table = table.assign(**{c: numeric[c].astype("float64") for c in METRICS})
     return table.assign(frame=numeric["frame"].astype("int64"))
 
@@ -148,7 +166,8 @@ def gather(paths: Sequence[Path]) -> pd.DataFrame:
             named twice (directly and through its directory) is read once.
 
     Returns:
-        Columns ``subject, method, frame, mae, psnr, ssim, cross_slice``, rows in input order.
+        Columns ``subject, method, frame, mae, psnr, ssim, cross_slice, ssim_mode`` (empty for
+        an older tssc's CSV without it), rows in input order.
 
     Raises:
         TsscError: if a path is missing, a file is not a per-frame CSV or lacks a column, a
@@ -195,8 +214,21 @@ def datasets_of(
 
 
 def gather_datasets(datasets: dict[str, list[Path]]) -> pd.DataFrame:
-    """Per-frame scores of every dataset (:func:`gather`) with a leading ``dataset`` column."""
+    """Per-frame scores of every dataset (:func:`gather`) with a leading ``dataset`` column.
+
+    Raises:
+        TsscError: As :func:`gather`, and for a dataset whose SSIM was computed in more than
+            one way (``ssim_mode``), which its means would mix.
+    """
     tables = [gather(paths).assign(dataset=label) for label, paths in datasets.items()]
+    for label, table in zip(datasets, tables, strict=True):
+        modes = sorted(set(table["ssim_mode"]), key=lambda mode: (mode == "", mode))
+        if len(modes) > 1:
+            named = [m or "unknown (an older tssc's CSV, no ssim_mode column)" for m in modes]
+            raise TsscError(
+                f"dataset {label!r} mixes scores of SSIM computed as {' and '.join(named)}; "
+                "score every subject with the same --ssim"
+            )
     return pd.concat(tables, ignore_index=True)[["dataset", *FRAME_COLUMNS]]
 
 
@@ -222,10 +254,10 @@ def summarise(frames: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Returns:
         The cohort table (one row per dataset, subject and method, first-seen order:
-        ``dataset, subject, method, frames`` and the means over the subject's frames) and the
-        summary table (one row per dataset and method: ``dataset, method, subjects`` and
-        ``{metric}_mean, {metric}_std`` over subjects, population std (ddof=0)). An infinite
-        PSNR is kept: it gives an infinite mean and a NaN std.
+        ``dataset, subject, method, frames``, the means over the subject's frames and
+        ``ssim_mode``) and the summary table (one row per dataset and method: ``dataset, method,
+        subjects, ssim_mode`` and ``{metric}_mean, {metric}_std`` over subjects, population std
+        (ddof=0)). An infinite PSNR is kept: it gives an infinite mean and a NaN std.
 
     Raises:
         TsscError: if ``frames`` is empty.
@@ -234,11 +266,18 @@ def summarise(frames: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise TsscError("no per-frame scores to summarise")
     groups = frames.groupby(["dataset", "subject", "method"], sort=False)
     cohort = groups.agg(
-        frames=("frame", "size"), **{m: (m, "mean") for m in METRICS}
+        frames=("frame", "size"),
+        **{m: (m, "mean") for m in METRICS},
+        ssim_mode=("ssim_mode", "first"),
     ).reset_index()[["dataset", *SUMMARY_COLUMNS]]
     rows = []
     for (dataset, method), table in cohort.groupby(["dataset", "method"], sort=False):
-        row: dict[str, object] = {"dataset": dataset, "method": method, "subjects": len(table)}
+        row: dict[str, object] = {
+            "dataset": dataset,
+            "method": method,
+            "subjects": len(table),
+            "ssim_mode": table["ssim_mode"].iloc[0],
+        }
         for m in METRICS:
             row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(table[m].to_numpy(dtype=np.float64))
         rows.append(row)
@@ -252,10 +291,11 @@ def comparison(summary: pd.DataFrame) -> pd.DataFrame:
         summary: The summary table of :func:`summarise`.
 
     Returns:
-        Columns ``dataset, method, subjects, MAE, PSNR, SSIM, CROSS_SLICE``, texts such as
-        ``33.26 ± 2.58`` (:data:`DECIMALS`; ``inf`` or ``nan`` where the mean is not finite).
+        Columns ``dataset, method, subjects, ssim_mode, MAE, PSNR, SSIM, CROSS_SLICE``, texts
+        such as ``33.26 ± 2.58`` (:data:`DECIMALS`; ``inf`` or ``nan`` where the mean is not
+        finite).
     """
-    table = summary[["dataset", "method", "subjects"]].copy()
+    table = summary[["dataset", "method", "subjects", "ssim_mode"]].copy()
     for m in METRICS:
         pairs = zip(summary[f"{m}_mean"], summary[f"{m}_std"], strict=True)
         table[m.upper()] = [_text(mean, std, DECIMALS[m]) for mean, std in pairs]
@@ -309,8 +349,9 @@ def ablation(cohort: pd.DataFrame) -> pd.DataFrame:
 def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
     """Mean PSNR over subjects per frame index, one line and ±std band per method.
 
-    One panel per dataset. Frames with infinite PSNR are left out (they cannot be drawn); the
-    std is over subjects (ddof=0).
+    One panel per dataset; the std is over subjects (ddof=0). A frame whose PSNR is infinite
+    in some subject (predicted exactly) has an infinite mean, as in the tables: it cannot be
+    drawn as a value, so it is marked by a triangle at the top of the panel and breaks the line.
 
     Args:
         frames: Per-frame scores as returned by :func:`gather_datasets`.
@@ -319,20 +360,44 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
     # A bare Figure (Agg canvas) rather than pyplot: no display, no global backend switch.
     fig = Figure(figsize=(7 * len(datasets), 4.5), dpi=120)
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-    data = frames.assign(psnr=frames["psnr"].replace([np.inf, -np.inf], np.nan))
     for ax, dataset in zip(axes, datasets, strict=True):
-        subset = data[data["dataset"] == dataset]
+        subset = frames[frames["dataset"] == dataset]
+        infinite: list[tuple[np.ndarray, str]] = []
         for method, table in subset.groupby("method", sort=False):
-            stats = table.groupby("frame")["psnr"].agg(["mean", lambda v: v.std(ddof=0)])
-            stats.columns = ["mean", "std"]
-            stats = stats.dropna(subset=["mean"]).fillna({"std": 0.0})
-            x = stats.index.to_numpy()
-            mean, std = stats["mean"].to_numpy(), stats["std"].to_numpy()
-            if len(x) == 1:  # a band of one frame has no width: an error bar instead
-                ax.errorbar(x, mean, yerr=std, marker="o", capsize=4, label=str(method))
-                continue
-            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=str(method))
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            psnr = table.groupby("frame")["psnr"]
+            x = np.asarray(psnr.mean().index)
+            mean = psnr.mean().to_numpy()
+            # np.std of values holding inf warns and gives nan: only finite means get a band.
+            std = psnr.agg(lambda v: v.std(ddof=0) if np.isfinite(v).all() else 0.0).to_numpy()
+            finite = np.isfinite(mean)
+            shown = np.where(finite, mean, np.nan)
+            if finite.sum() == 1:  # a band of one frame has no width: an error bar instead
+                (line, *_) = ax.errorbar(
+                    x[finite],
+                    shown[finite],
+                    yerr=std[finite],
+                    marker="o",
+                    capsize=4,
+                    label=str(method),
+                )
+            else:
+                (line,) = ax.plot(x, shown, marker="o", markersize=3, label=str(method))
+                ax.fill_between(x, shown - std, shown + std, color=line.get_color(), alpha=0.2)
+            if not finite.all():
+                infinite.append((x[~finite], line.get_color()))
+        top = ax.get_ylim()[1]
+        for x_inf, color in infinite:
+            ax.plot(
+                x_inf,
+                np.full(len(x_inf), top),
+                linestyle="none",
+                marker="^",
+                markersize=8,
+                color=color,
+                clip_on=False,
+            )
+        if infinite:
+            ax.set_ylim(top=top)
         frames_shown = sorted(subset["frame"].unique())
         if len(frames_shown) <= 20:
             ax.set_xticks(frames_shown)
@@ -344,7 +409,10 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
         over = f"{high}" if low == high else f"{low}-{high}"
         ax.set_xlabel("Frame index (in the filled series)")
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(f"{dataset}: PSNR per frame (mean ± std over {over} subject(s))")
+        title = f"{dataset}: PSNR per frame (mean ± std over {over} subject(s))"
+        if infinite:
+            title += "\n▲ at the top: infinite (a frame predicted exactly in some subject)"
+        ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.legend(title="Method")
     fig.tight_layout()

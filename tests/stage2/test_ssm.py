@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from tssc_py.errors import TsscError
+from tssc_py.stage2 import ssm
 from tssc_py.stage2.ssm import (
     Mamba,
     mamba_ssm_available,
@@ -81,8 +86,35 @@ def test_backend_resolution() -> None:
     with pytest.raises(TsscError, match="unknown state-space backend"):
         resolve_backend("triton", cpu)
     if not mamba_ssm_available():
-        with pytest.raises(TsscError, match="mamba_ssm does not import here"):
+        with pytest.raises(TsscError, match=r"mamba_ssm (is not installed|does not import here)"):
             resolve_backend("mamba_ssm", cpu)
+
+
+def test_broken_mamba_ssm_install_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Installed but not importable (e.g. compiled against another torch): not silent on a GPU.
+    package = tmp_path / "mamba_ssm"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('undefined symbol: _ZN3c10')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mamba_ssm", raising=False)
+    ssm._mamba_ssm_import.cache_clear()
+    ssm._warn_broken.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=ssm.__name__):
+            assert resolve_backend("auto", torch.device("cuda")) == "torch"
+        assert "mamba_ssm is installed but does not import (ImportError: undefined symbol" in (
+            caplog.text
+        )
+        with pytest.raises(TsscError, match=r"does not import here \(ImportError: undefined"):
+            resolve_backend("mamba_ssm", torch.device("cuda"))
+        caplog.clear()
+        assert resolve_backend("auto", torch.device("cpu")) == "torch"
+        assert caplog.text == ""  # a CPU run loses nothing: no warning
+    finally:
+        ssm._mamba_ssm_import.cache_clear()
+        ssm._warn_broken.cache_clear()
 
 
 def test_layer_has_mamba_ssm_parameter_names_and_shapes() -> None:

@@ -21,6 +21,7 @@ Shapes follow ``mamba_ssm``: ``u``, ``delta``, ``z`` are ``(B, D, L)``; ``A`` is
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections.abc import Callable
@@ -178,17 +179,33 @@ def selective_scan_torch(
 
 
 @cache
-def _mamba_ssm_scan() -> ScanFn | None:
+def _mamba_ssm_import() -> tuple[ScanFn | None, str]:
+    """The fused scan, or None and why it does not import ("" when it is not installed)."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return None, ""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # any import failure (no CUDA build, no GPU) means "not here"
-        return None
-    return selective_scan_fn
+    except Exception as exc:  # e.g. built for another torch, no CUDA runtime, transformers 5
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return selective_scan_fn, ""
+
+
+def _mamba_ssm_scan() -> ScanFn | None:
+    return _mamba_ssm_import()[0]
 
 
 def mamba_ssm_available() -> bool:
     """Whether the fused ``mamba_ssm`` kernels import on this machine."""
     return _mamba_ssm_scan() is not None
+
+
+@cache
+def _warn_broken(reason: str) -> None:
+    log.warning(
+        "mamba_ssm is installed but does not import (%s): stage 2 runs the slower pure-PyTorch "
+        "scan on the GPU",
+        reason,
+    )
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -200,9 +217,14 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise TsscError(f"unknown state-space backend {backend!r}; use one of {BACKENDS}")
     fused = mamba_ssm_available() and device.type == "cuda"
+    reason = _mamba_ssm_import()[1]
     if backend == "mamba_ssm" and not fused:
-        why = "does not import here" if not mamba_ssm_available() else "needs a CUDA device"
+        why = "needs a CUDA device"
+        if not mamba_ssm_available():
+            why = f"does not import here ({reason})" if reason else "is not installed"
         raise TsscError(f"the mamba_ssm backend was asked for, but mamba_ssm {why}")
+    if backend == "auto" and device.type == "cuda" and reason:
+        _warn_broken(reason)
     if backend == "auto":
         return "mamba_ssm" if fused else "torch"
     return backend
