@@ -9,8 +9,6 @@
  * See README "Running on a cluster with Nextflow".
  */
 
-nextflow.enable.dsl = 2
-
 include { validateParameters; paramsSummaryLog; samplesheetToList } from 'plugin/nf-schema'
 include { SYNTH     } from './modules/local/synth'
 include { TRAINING  } from './workflows/training'
@@ -20,23 +18,54 @@ workflow {
     validateParameters()
     log.info paramsSummaryLog(workflow)
 
-    def training = params.mode == 'train' || params.train_input || params.synth_train
+    // Boolean and number params: under the strict syntax parser (the default since Nextflow
+    // 26.04) a command-line value is a string ('false' is truthy); validateParameters() only
+    // checks a converted copy. Read them through isTrue() and toInteger().
+    def synth = isTrue(params.synth)
+    def synthTrain = isTrue(params.synth_train)
+    def skipRefine = isTrue(params.skip_refine)
+    def training = params.mode == 'train' || params.train_input || synthTrain
     def inference = params.mode != 'train'
-    if (inference && !params.input && !params.synth) {
+    if (inference && !params.input && !synth) {
         error "--input (a samplesheet) is required in --mode ${params.mode}"
     }
-    if (params.mode == 'train' && !params.train_input && !params.synth_train) {
+    if (params.mode == 'train' && !params.train_input && !synthTrain) {
         error '--train_input (a samplesheet) is required in --mode train'
+    }
+
+    // Every learned method's checkpoint, by kind: those given, then those trained in this run,
+    // which replace a given one of the same kind. A learned method with neither stops the run
+    // here, before anything runs.
+    def given = params.checkpoint ? checkpointsByKind(params.checkpoint) : [:]
+    def methods = params.methods.tokenize(',')*.trim()
+    def baselines = params.train_baselines ? params.train_baselines.tokenize(',')*.trim().unique() : []
+    // kinds trained here: stage 1 ('stage1', tssc_py.stage1.train.KIND) and each baseline
+    def trained = training ? ['stage1'] + baselines : []
+    def available = given.keySet() + trained
+    def missing = inference ? methods.findAll { method -> lacksModel(method, available) }.unique() : []
+    if (missing) {
+        error "--methods ${missing.join(', ')}: no trained model; give its checkpoint/ folder with --checkpoint (kind ${missing.collect { method -> checkpointKind(method) }.join(', ')}), or train it in this run (--train_input, --train_baselines)"
+    }
+    if (training && !skipRefine && lacksModel(params.refine_method, available)) {
+        error "--refine_method ${params.refine_method}: stage 2 trains on its output, and it has no trained model; give its checkpoint/ folder with --checkpoint (kind ${checkpointKind(params.refine_method)}), add it to --train_baselines, or give --skip_refine"
+    }
+    if (inference && !skipRefine && !(params.refine_method in methods)) {
+        if (params.refine_checkpoint) {
+            error "--refine_checkpoint: stage 2 refines the ${params.refine_method} output; add ${params.refine_method} to --methods (or give --skip_refine)"
+        }
+        if (training) {
+            log.warn "stage 2 trained in this run refines the ${params.refine_method} output, which --methods does not include: no tssc output"
+        }
     }
     ch_versions = channel.empty()
 
     // Synthetic cohorts (the test profile): 'cohort' stands for --input, 'train' for --train_input.
     def synthetic = []
-    if (inference && params.synth) {
-        synthetic << [id: 'cohort', seed: params.synth_seed]
+    if (inference && synth) {
+        synthetic << [id: 'cohort', seed: params.synth_seed.toString().toInteger()]
     }
-    if (training && params.synth_train) {
-        synthetic << [id: 'train', seed: params.synth_seed + 1]
+    if (training && synthTrain) {
+        synthetic << [id: 'train', seed: params.synth_seed.toString().toInteger() + 1]
     }
     SYNTH(channel.fromList(synthetic))
     ch_versions = ch_versions.mix(SYNTH.out.versions)
@@ -48,44 +77,40 @@ workflow {
     }
 
     def prepareMode = params.mode == 'train' ? 'evaluate' : params.mode
-    ch_input = params.synth
+    ch_input = synth
         ? ch_synthetic.filter { meta, scan -> meta.id == 'cohort' }
         : channel.fromList(params.input && inference ? readSamplesheet(params.input) : [])
-    ch_train = params.synth_train
+    ch_train = synthTrain
         ? ch_synthetic.filter { meta, scan -> meta.id == 'train' }
         : channel.fromList(params.train_input ? readSamplesheet(params.train_input) : [])
 
-    // Every learned method's checkpoint, by kind: those given, then those trained in this run,
-    // which replace a given one of the same kind.
-    def given = params.checkpoint ? checkpointsByKind(params.checkpoint) : [:]
-    def methods = params.methods.tokenize(',')*.trim()
-    if (inference && !params.skip_refine && !(params.refine_method in methods)) {
-        if (params.refine_checkpoint) {
-            error "--refine_checkpoint: stage 2 refines the ${params.refine_method} output; add ${params.refine_method} to --methods (or give --skip_refine)"
-        }
-        if (training) {
-            log.warn "stage 2 trained in this run refines the ${params.refine_method} output, which --methods does not include: no tssc output"
-        }
-    }
     def checkpoints = given.values() as List
-    ch_refine_checkpoint = params.refine_checkpoint && !params.skip_refine
+    ch_refine_checkpoint = params.refine_checkpoint && !skipRefine
         ? channel.value(file(params.refine_checkpoint, checkIfExists: true))
         : channel.empty()
-    def baselines = params.train_baselines ? params.train_baselines.tokenize(',')*.trim().unique() : []
     if (training) {
-        TRAINING(ch_train.map { meta, scan -> [meta + [mode: 'evaluate'], scan] }, baselines)
-        ch_versions = ch_versions.mix(TRAINING.out.versions)
-        // kinds trained here: stage 1 ('stage1', tssc_py.stage1.train.KIND) and each baseline
-        def trained = ['stage1'] + baselines
         given.findAll { kind, folder -> kind in trained }.each { kind, folder ->
             log.warn "--checkpoint ${folder}: replaced by the ${kind} model trained in this run"
         }
-        def kept = given.findAll { kind, folder -> !(kind in trained) }.values() as List
-        checkpoints = TRAINING.out.checkpoints.toList().map { folders -> kept + folders }
+        def kept = given.findAll { kind, folder -> !(kind in trained) }
+        // Stage 2 trains on the --refine_method output of the training subjects, made with that
+        // method's own model (if it has one): trained here (TRAINING picks it) or else given.
+        def refineKind = checkpointKind(params.refine_method)
+        TRAINING(
+            ch_train.map { meta, scan -> [meta + [mode: 'evaluate'], scan] },
+            baselines,
+            !skipRefine,
+            params.refine_method,
+            refineKind,
+            kept.containsKey(refineKind) ? [kept[refineKind]] : []
+        )
+        ch_versions = ch_versions.mix(TRAINING.out.versions)
+        def keptFolders = kept.values() as List
+        checkpoints = TRAINING.out.checkpoints.toList().map { folders -> keptFolders + folders }
         ch_refine_checkpoint = TRAINING.out.refine_checkpoint
     }
     if (inference) {
-        def dataset = params.dataset ?: (params.synth ? 'synthetic' : datasetLabel(params.input))
+        def dataset = params.dataset ?: (synth ? 'synthetic' : datasetLabel(params.input))
         INFERENCE(ch_input.map { meta, scan -> [meta + [mode: prepareMode], scan] }, checkpoints, ch_refine_checkpoint, dataset)
         ch_versions = ch_versions.mix(INFERENCE.out.versions)
     }
@@ -97,8 +122,25 @@ workflow {
         .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info")
 }
 
+// A boolean param as a boolean: true, or the command-line string 'true' (any case).
+def isTrue(value) {
+    return value instanceof Boolean ? value : value != null && value.toString().toLowerCase() == 'true'
+}
+
+// The checkpoint kind (config.json "kind") of a method's trained model; null for a method without
+// one. tssc_py.methods: each method's checkpoint_kind (a test keeps them equal).
+def checkpointKind(method) {
+    return [diffusion: 'stage1', voxelmorph: 'voxelmorph', transmorph: 'transmorph', uvinet: 'uvinet'][method]
+}
+
+// Whether a method needs a trained model of a kind not among the available ones.
+def lacksModel(method, available) {
+    def kind = checkpointKind(method)
+    return kind != null && !(kind in available)
+}
+
 // --checkpoint: comma-separated checkpoint/ folders, at most one of each kind -> [ kind: folder ].
-def checkpointsByKind(String list) {
+def checkpointsByKind(list) {
     // The kinds (config.json "kind") of the learned methods' checkpoints:
     // tssc_py.stage1.train.KIND and tssc_py.baselines.MODELS (a test keeps them equal).
     def kinds = ['stage1', 'voxelmorph', 'transmorph', 'uvinet']
@@ -123,13 +165,13 @@ def checkpointsByKind(String list) {
 
 // The report's default dataset label: the samplesheet's name without .csv, each run of
 // characters other than letters, digits, '.', '_', '-' made '_' (tssc_py.report.folder_label).
-def datasetLabel(String sheet) {
+def datasetLabel(sheet) {
     def label = file(sheet).baseName.replaceAll(/[^A-Za-z0-9._-]+/, '_')
     return label.replace('.', '') ? label : 'dataset'
 }
 
 // Rows of a samplesheet, validated against assets/schema_input.json: [ meta, scan ].
-def readSamplesheet(String sheet) {
+def readSamplesheet(sheet) {
     def path = file(sheet, checkIfExists: true)
     return samplesheetToList(path, "${projectDir}/assets/schema_input.json").collect { meta, scan ->
         scanInput(meta, scan, path)
@@ -138,7 +180,7 @@ def readSamplesheet(String sheet) {
 
 // [ meta, scan path ] of one row; relative scan paths are relative to the samplesheet, as in
 // tssc-run. meta: subject, start_frame, end_frame (null when absent) and the result's suffix.
-def scanInput(Map meta, String cell, sheet) {
+def scanInput(meta, cell, sheet) {
     def scan = cell.trim()
     def path = scan.startsWith('/') || scan.contains('://') ? file(scan) : sheet.parent.resolve(scan)
     def name = path.name.toLowerCase()
@@ -158,7 +200,7 @@ def scanInput(Map meta, String cell, sheet) {
 }
 
 // One software_versions.yml for the run: every version each process reported, by process.
-def mergeVersions(List texts) {
+def mergeVersions(texts) {
     def merged = new TreeMap()
     texts.each { text ->
         new org.yaml.snakeyaml.Yaml().load(text).each { process, tools ->

@@ -80,7 +80,7 @@ workflow INFERENCE {
 }
 
 // --figure_subject, checked against the input's subjects; by default the first, as tssc-run.
-def figureSubject(List subjects) {
+def figureSubject(subjects) {
     if (!params.figure_subject) {
         return subjects[0]
     }

@@ -1,7 +1,8 @@
 /*
- * --mode train (or --train_input): PREPARE -> TRAIN_STAGE1 -> stage-1 inference on the
- * training subjects -> TRAIN_STAGE2, and TRAIN_BASELINE for each of --train_baselines.
- * Training subjects are prepared in evaluate mode, the mode every training reads.
+ * --mode train (or --train_input): PREPARE -> TRAIN_STAGE1, TRAIN_BASELINE for each of
+ * --train_baselines -> inference of the --refine_method on the training subjects (with its model
+ * trained here or given) -> TRAIN_STAGE2. Training subjects are prepared in evaluate mode, the
+ * mode every training reads.
  */
 
 include { PREPARE        } from '../modules/local/prepare'
@@ -12,8 +13,12 @@ include { FILL           } from '../subworkflows/local/fill'
 
 workflow TRAINING {
     take:
-    ch_scans   // [ meta, scan ]
-    baselines  // learned baselines to train (list of tssc-train-baseline --model names)
+    ch_scans       // [ meta, scan ]
+    baselines      // learned baselines to train (list of tssc-train-baseline --model names)
+    train_stage2   // false: stage 1 and the baselines only (--skip_refine)
+    refine_method  // the method whose output on the training subjects stage 2 learns to refine
+    refine_kind    // the checkpoint kind of refine_method's model (null: a method without one)
+    refine_given   // its checkpoint/ folder when no model of that kind is trained here (a list)
 
     main:
     ch_versions = channel.empty()
@@ -30,8 +35,19 @@ workflow TRAINING {
     ch_versions = ch_versions.mix(TRAIN_BASELINE.out.versions)
 
     ch_refine_checkpoint = channel.empty()
-    if (!params.skip_refine) {
-        FILL(PREPARE.out.prepared, [params.refine_method], TRAIN_STAGE1.out.checkpoint)
+    if (train_stage2) {
+        // The refine method runs with its own model: stage 1 or the baseline of that name trained
+        // here (each baseline's checkpoint is baselines/MODEL/checkpoint), else the given one.
+        def ch_refine_model = refine_given
+        if (refine_kind == 'stage1') {
+            ch_refine_model = TRAIN_STAGE1.out.checkpoint
+        }
+        else if (refine_kind in baselines) {
+            ch_refine_model = TRAIN_BASELINE.out.checkpoint
+                .filter { folder -> folder.parent.name == refine_kind }
+                .collect()
+        }
+        FILL(PREPARE.out.prepared, [refine_method], ch_refine_model)
         ch_versions = ch_versions.mix(FILL.out.versions)
         TRAIN_STAGE2(ch_volumes, ch_records, FILL.out.filled.map { meta, filled, record -> filled }.collect())
         ch_versions = ch_versions.mix(TRAIN_STAGE2.out.versions)

@@ -9,7 +9,7 @@ def shellQuote(value) {
 }
 
 // A command-line option: nothing for null or false, the bare flag for true, else flag and value.
-def optionArg(String flag, value) {
+def optionArg(flag, value) {
     if (value == null || value == false) {
         return ''
     }
@@ -28,6 +28,6 @@ def shellQuoteAll(files) {
 }
 
 // A repeatable option, once per staged file: --flag 'a' --flag 'b' (nothing for none).
-def optionArgs(String flag, files) {
+def optionArgs(flag, files) {
     return stagedList(files).collect { file -> optionArg(flag, file) }.join(' ')
 }

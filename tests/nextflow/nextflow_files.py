@@ -204,8 +204,13 @@ def glob_of(pattern: str) -> str:
     return _replace_interpolations(pattern, lambda expr: "*")
 
 
+class Expression(str):
+    """A param default that Nextflow computes (e.g. ``new java.util.Date().format(...)``)."""
+
+
 def config_params(path: Path = REPO / "nextflow.config") -> dict[str, object]:
-    """The ``params { }`` defaults of a config file (null, booleans, numbers, strings)."""
+    """The ``params { }`` defaults of a config file (null, booleans, numbers, strings, and
+    :class:`Expression` for any other expression)."""
     text = path.read_text()
     match = re.search(r"^params\s*\{", text, re.M)
     if match is None:
@@ -224,7 +229,9 @@ def _literal(raw: str) -> object:
         return raw == "true"
     if raw[0] in "'\"":
         return raw[1:-1]
-    return float(raw) if "." in raw else int(raw)
+    if re.fullmatch(r"-?\d+(\.\d+)?", raw):
+        return float(raw) if "." in raw else int(raw)
+    return Expression(raw)
 
 
 INCLUDE = re.compile(r"include\s*\{([^}]*)\}\s*from\s*'([^']+)'")
