@@ -31,6 +31,14 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/io.py --size 64 --depth 8 --frames 4 --repeats 1
     .venv/bin/python benchmarks/io.py --between .nii.gz  # compressed prepared/filled volumes
 
+One step alone (to profile it), everything written inside ``WORK``: the scan as
+``WORK/subject01.nii.gz``, each step's outputs under ``WORK/repeat0/``; the steps in this
+order, each reading what the one before wrote, all with the same options::
+
+    .venv/bin/python benchmarks/io.py --worker synth --workdir "$WORK"
+    .venv/bin/python -m cProfile -s tottime benchmarks/io.py --worker prepare --workdir "$WORK"
+    # ... then split, interpolate, assemble, restore
+
 Intermediate volumes default to uncompressed ``.nii``, the format the README recommends between
 steps: gzip of float32 data costs about a second per write and saves little.
 """
@@ -44,7 +52,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +64,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench_common import (  # noqa: E402  (this folder is sys.path[0]; the line above adds tssc_py)
+    Parser,
+    int_at_least,
+    positive_int,
+    run_script,
+    run_worker,
+    status_kib,
+)
+
+from tssc_py.errors import TsscError  # noqa: E402
+from tssc_py.prepare import PrepareConfig  # noqa: E402
 
 SUBJECT = "subject01"
 CHUNK_SIZE = 8
@@ -112,14 +131,6 @@ def synth_scan(size: int, depth: int, frames: int, seed: int = 0) -> nib.Nifti1I
     return img
 
 
-def _status_kb(field: str) -> int:
-    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in kB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _reset_peak() -> bool:
     """Reset the peak-RSS high-water mark to the current RSS (Linux >= 4.0), if allowed."""
     try:
@@ -129,17 +140,19 @@ def _reset_peak() -> bool:
     return True
 
 
-def _paths(work: Path, between: str = ".nii.gz") -> dict[str, Path]:
-    """Files of one repeat; ``between`` is the suffix of the prepared and filled volumes."""
+def _paths(work: Path, between: str, repeat: int = 0) -> dict[str, Path]:
+    """Files of one repeat, all inside ``work``: the scan the repeats share, and each repeat's
+    outputs in ``work/repeatN``; ``between`` is the suffix of the prepared and filled volumes."""
+    run = work / f"repeat{repeat}"
     return {
-        "scan": work.parent / f"{SUBJECT}.nii.gz",
-        "base": work / "baseline" / "out.nii.gz",
-        "prepared": work / "prep" / f"{SUBJECT}{between}",
-        "record": work / "prep" / f"{SUBJECT}.json",
-        "chunks": work / "chunks",
-        "interp": work / "interp",
-        "filled": work / f"filled{between}",
-        "restored": work / "restored.nii.gz",
+        "scan": work / f"{SUBJECT}.nii.gz",
+        "base": run / "baseline" / "out.nii.gz",
+        "prepared": run / "prep" / f"{SUBJECT}{between}",
+        "record": run / "prep" / f"{SUBJECT}.json",
+        "chunks": run / "chunks",
+        "interp": run / "interp",
+        "filled": run / f"filled{between}",
+        "restored": run / "restored.nii.gz",
     }
 
 
@@ -149,7 +162,7 @@ def _step(name: str, work: Path, args: argparse.Namespace) -> Callable[[], objec
     from tssc_py.prepare import PrepareConfig, prepare_file, restore_file
     from tssc_py.slices import assemble_files, split_file
 
-    p = _paths(work, args.between)
+    p = _paths(work, args.between, args.repeat)
 
     def baseline() -> None:
         img = nib.load(p["scan"])
@@ -177,17 +190,19 @@ def _step(name: str, work: Path, args: argparse.Namespace) -> Callable[[], objec
 def worker(name: str, work: Path, args: argparse.Namespace) -> dict[str, float | bool]:
     """Run one step in this (fresh) process and measure its time and peak memory."""
     if name == "synth":
-        nib.save(synth_scan(args.size, args.depth, args.frames, seed=0), _paths(work)["scan"])
+        work.mkdir(parents=True, exist_ok=True)
+        scan = _paths(work, args.between)["scan"]
+        nib.save(synth_scan(args.size, args.depth, args.frames, seed=0), scan)
         return {}
     call = _step(name, work, args)
     gc.collect()
-    before = _status_kb("VmRSS")
-    import_peak = _status_kb("VmHWM")
+    before = status_kib("VmRSS")
+    import_peak = status_kib("VmHWM")
     reset = _reset_peak()
     start = time.perf_counter()
     call()
     seconds = time.perf_counter() - start
-    hwm = _status_kb("VmHWM")
+    hwm = status_kib("VmHWM")
     return {
         "seconds": seconds,
         "rss_before_mb": before * KB,
@@ -198,7 +213,9 @@ def worker(name: str, work: Path, args: argparse.Namespace) -> dict[str, float |
     }
 
 
-def _run_worker(name: str, work: Path, args: argparse.Namespace) -> dict[str, float | bool]:
+def _run_worker(
+    name: str, work: Path, args: argparse.Namespace, repeat: int = 0
+) -> dict[str, float | bool]:
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -214,9 +231,11 @@ def _run_worker(name: str, work: Path, args: argparse.Namespace) -> dict[str, fl
         str(args.frames),
         "--between",
         args.between,
+        "--repeat",
+        str(repeat),
     ]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    output = run_worker(command, f"step {name}")
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def _machine() -> str:
@@ -229,26 +248,39 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {model}, {pages / 2**30:.1f} GiB RAM, {platform.platform()}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     """Parse options, run the benchmark (or one worker step) and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256, help="in-plane size (x = y)")
-    parser.add_argument("--depth", type=int, default=32, help="slices (z)")
-    parser.add_argument("--frames", type=int, default=12, help="frames (t)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats (median reported)")
+    parser = Parser(__doc__)
+    # The bin/ scripts' smallest --size (tssc-prepare).
+    parser.add_argument("--size", type=int_at_least(8), default=256, help="in-plane size (x = y)")
+    parser.add_argument("--depth", type=positive_int, default=32, help="slices (z)")
+    parser.add_argument(
+        "--frames", type=positive_int, default=12, help="frames (t; evaluate mode needs 3)"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=3, help="repeats (median)")
     parser.add_argument(
         "--between",
         choices=(".nii.gz", ".nii"),
         default=".nii",
-        help="suffix of the prepared and filled volumes between the steps (default .nii)",
+        help="suffix of the prepared and filled volumes between the steps",
     )
-    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker",
+        choices=WORKERS,
+        help="run one step alone in --workdir and print its JSON (to profile it; see the "
+        "module's docstring)",
+    )
+    parser.add_argument("--workdir", type=Path, help="the folder of --worker")
+    parser.add_argument("--repeat", type=int_at_least(0), default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # The preparation's own checks (frames for evaluate mode...), before any work.
+    PrepareConfig(size=args.size, depth=args.depth, frames=args.frames)
 
     if args.worker:
+        if args.workdir is None:
+            raise TsscError("--worker needs --workdir")
         print(json.dumps(worker(args.worker, args.workdir, args)))
-        return 0
+        return
 
     shape = (args.size, args.size, args.depth, args.frames)
     float32_mb = float(np.prod(shape)) * 4 / 1e6
@@ -260,22 +292,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()}, numpy {np.__version__}, nibabel {nib.__version__}")
     results: dict[str, list[dict[str, float | bool]]] = {s: [] for s in STEPS}
     with tempfile.TemporaryDirectory(prefix="tssc-bench-") as tmp:
-        scan = _paths(Path(tmp) / "repeat0")["scan"]
-        _run_worker("synth", Path(tmp) / "repeat0", args)
-        print(f"scan file: {scan.stat().st_size / 1e6:.1f} MB on disk")
+        work = Path(tmp)
+        first = _paths(work, args.between)
+        _run_worker("synth", work, args)
+        print(f"scan file: {first['scan'].stat().st_size / 1e6:.1f} MB on disk")
         for repeat in range(args.repeats):
-            work = Path(tmp) / f"repeat{repeat}"
             for step in STEPS:
-                results[step].append(_run_worker(step, work, args))
-        restored = nib.load(_paths(Path(tmp) / "repeat0", args.between)["restored"])
+                results[step].append(_run_worker(step, work, args, repeat))
+        restored = nib.load(first["restored"])
         if restored.shape != shape or restored.get_data_dtype() != np.int16:
-            raise SystemExit(f"restored scan is {restored.shape} {restored.get_data_dtype()}")
+            raise TsscError(f"restored scan is {restored.shape} {restored.get_data_dtype()}")
         sizes = {
-            name: _paths(Path(tmp) / "repeat0", args.between)[name].stat().st_size / 1e6
+            name: first[name].stat().st_size / 1e6
             for name in ("base", "prepared", "filled", "restored")
         }
-        chunk_mb = sum(f.stat().st_size for f in (Path(tmp) / "repeat0" / "chunks").glob("*.npz"))
-        sizes["chunks"] = chunk_mb / 1e6
+        sizes["chunks"] = sum(f.stat().st_size for f in first["chunks"].glob("*.npz")) / 1e6
 
     def median(step: str, key: str) -> float:
         return statistics.median(float(r[key]) for r in results[step])
@@ -329,8 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     print("files (MB): " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
     resets = all(bool(r["peak_reset"]) for rs in results.values() for r in rs)
     print(f"peak RSS reset before each step via /proc/self/clear_refs: {resets}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

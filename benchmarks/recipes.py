@@ -1,4 +1,4 @@
-"""What the CPU quality recipes share: their synthetic cohorts and their gain tables.
+"""What the CPU quality recipes share: their work folder, synthetic cohorts and gain tables.
 
 Imported by ``benchmarks/stage1.py``, ``stage2_recipe.py`` and ``baselines.py`` (run as scripts,
 so this folder is on ``sys.path``).
@@ -6,11 +6,18 @@ so this folder is on ``sys.path``).
 
 from __future__ import annotations
 
+import argparse
+import csv
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import pandas as pd
 
+from tssc_py.atomic import atomic_path, check_folder
+from tssc_py.errors import TsscError
 from tssc_py.prepare import PrepareConfig, prepare_file
 from tssc_py.synth import write_cohort
 
@@ -18,12 +25,147 @@ SIZE, DEPTH, FRAMES = 64, 16, 12
 """Frame size, slices and frames of every recipe's subjects."""
 PREPARE = PrepareConfig(size=SIZE, depth=DEPTH)
 """How every recipe prepares its subjects."""
+DATA = ("train_knee", "train_cardiac", "knee", "cardiac", "prepared")
+"""The folders :func:`make_data` writes."""
+RESULTS = "results.csv"
+"""The table every recipe writes in its work folder."""
+# Printed tables give PSNR with its unit; results.csv keeps the plain column names.
+PSNR_UNITS = {
+    "psnr": "psnr_dB",
+    "psnr_gain": "psnr_gain_dB",
+    "worst_psnr_gain": "worst_psnr_gain_dB",
+    "psnr_vs_stage1": "psnr_vs_stage1_dB",
+}
+
+
+def add_run_options(parser: argparse.ArgumentParser, written: str) -> None:
+    """The ``--resume`` / ``--overwrite`` options of a recipe; ``written``: what it writes in
+    its folder besides results.csv, for the help."""
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue an earlier run in --out: training goes on from its last checkpoint (or "
+        "starts, where none was saved yet), then the held-out cohorts are scored again with "
+        f"the final model, replacing the earlier run's scores (test_* folders) and {RESULTS}.",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"Start afresh in an --out that holds an earlier run: its {written} and "
+        f"{RESULTS} are removed first (other files in the folder are left alone).",
+    )
+
+
+def open_run(out: Path, outputs: Sequence[str], resume: bool, overwrite: bool) -> None:
+    """Check a recipe's work folder before any work.
+
+    A folder holding any of the recipe's ``outputs`` (names inside ``out``) is an earlier run:
+    refused unless ``resume`` (continued, its scores and table replaced) or ``overwrite`` (those
+    outputs removed here).
+
+    Raises:
+        TsscError: If ``out`` cannot be a folder, both flags are given, or an earlier run is
+            there without either.
+    """
+    check_folder(out)
+    if resume and overwrite:
+        raise TsscError("--resume and --overwrite exclude each other")
+    earlier = [name for name in outputs if (out / name).exists()]
+    if earlier and not (resume or overwrite):
+        shown = ", ".join(earlier[:4]) + (", ..." if len(earlier) > 4 else "")
+        raise TsscError(
+            f"holds an earlier run ({shown}): use --resume to continue it or --overwrite "
+            "to start afresh",
+            out,
+        )
+    if overwrite and earlier:
+        for name in earlier:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        print(f"--overwrite: removed the earlier run's {', '.join(earlier)} in {out}", flush=True)
+
+
+def training_mode(folder: Path, resume: bool) -> dict[str, bool]:
+    """The ``resume`` / ``overwrite`` arguments of a trainer for the run folder ``folder``.
+
+    With ``resume`` the training continues from its checkpoint, or starts afresh where the
+    earlier run saved none yet (it stopped in its first steps: a log and no checkpoint).
+    Without it the folder is new (:func:`open_run` refused or removed an earlier run).
+    """
+    saved = (folder / "checkpoint").exists()
+    return {"resume": resume and saved, "overwrite": resume and not saved}
+
+
+def note_rescoring(out: Path, resume: bool) -> None:
+    """Say, before the scoring, that a resumed run replaces the earlier scores."""
+    if resume and (out / RESULTS).exists():
+        print(
+            f"--resume: scoring the held-out cohorts again; the earlier scores and {out / RESULTS}"
+            " are replaced",
+            flush=True,
+        )
+
+
+def write_results(table: pd.DataFrame, out: Path, replace: bool) -> Path:
+    """Write ``out/results.csv`` atomically; an existing one is replaced only if ``replace``."""
+    with atomic_path(out / RESULTS, overwrite=replace) as tmp:
+        table.to_csv(tmp, index=False)
+    return out / RESULTS
+
+
+def show(table: pd.DataFrame) -> str:
+    """A recipe's table as printed: PSNR columns named with their unit, 4 decimals."""
+    shown = table.rename(columns=PSNR_UNITS)
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def check_cohort(folder: Path, kind: str, subjects: int) -> None:
+    """Refuse a cohort already in ``folder`` that is not the one asked for.
+
+    Its samplesheet must list ``subjects`` subjects of ``kind`` named as ``write_cohort`` names
+    them, and each scan's header must be ``SIZE x SIZE x DEPTH x FRAMES``: a folder made with
+    other counts or sizes would otherwise be reused silently.
+
+    Raises:
+        TsscError: If it differs.
+    """
+    sheet = folder / "samplesheet.csv"
+    with sheet.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [row.get("subject") for row in rows]
+    wanted = [f"{kind}_{i:03d}" for i in range(subjects)]
+    if names != wanted:
+        raise TsscError(
+            f"holds {len(names)} subject(s), {subjects} {kind} subject(s) asked: use the "
+            "options of the earlier run, or --overwrite to make the data again",
+            folder,
+        )
+    expected = (SIZE, SIZE, DEPTH, FRAMES)
+    for row in rows:
+        shape = tuple(nib.load(folder / str(row["scan"])).shape)
+        if shape != expected:
+            raise TsscError(
+                f"holds {row['scan']} of shape {shape}, this recipe makes {expected}: use "
+                "--overwrite to make the data again",
+                folder,
+            )
 
 
 def make_data(out: Path, train_knee: int, train_cardiac: int, test_subjects: int) -> None:
     """Synthesise the training cohorts (seed 1) and held-out ``knee`` / ``cardiac`` cohorts
-    (seed 2) under ``out``, and prepare the training subjects into ``out/prepared``; what is
-    already there is kept (a resumed recipe)."""
+    (seed 2) under ``out``, and prepare the training subjects into ``out/prepared``.
+
+    Cohorts already there (a resumed recipe) are kept if they are the ones asked for; every one
+    is checked before anything is written.
+
+    Raises:
+        TsscError: If a cohort already there has other subjects or sizes, or ``prepared``
+            holds subjects of no training cohort.
+    """
     started = time.monotonic()
     cohorts = {
         "train_knee": ("knee", 1, train_knee),
@@ -31,8 +173,31 @@ def make_data(out: Path, train_knee: int, train_cardiac: int, test_subjects: int
         "knee": ("knee", 2, test_subjects),
         "cardiac": ("cardiac", 2, test_subjects),
     }
+    for name, (kind, _, subjects) in cohorts.items():
+        if (out / name).exists():
+            if not (out / name / "samplesheet.csv").exists():
+                raise TsscError(
+                    "exists without a samplesheet.csv (an interrupted earlier run?): use "
+                    "--overwrite to make the data again",
+                    out / name,
+                )
+            check_cohort(out / name, kind, subjects)
+    wanted = {
+        f"{kind}_{i:03d}" for kind, seed, n in cohorts.values() if seed == 1 for i in range(n)
+    }
+    stale = sorted(
+        p.name
+        for p in (out / "prepared").glob("*.nii.gz")
+        if p.name[: -len(".nii.gz")] not in wanted
+    )
+    if stale:
+        raise TsscError(
+            f"holds {', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}, of no training "
+            "cohort asked for: use --overwrite to make the data again",
+            out / "prepared",
+        )
     for name, (kind, seed, subjects) in cohorts.items():
-        if subjects and not (out / name / "samplesheet.csv").exists():
+        if subjects and not (out / name).exists():
             write_cohort(out / name, kind, subjects, SIZE, DEPTH, FRAMES, seed)
     for scan in sorted(out.glob("train_*/*.nii.gz")):
         target = out / "prepared" / scan.name

@@ -8,7 +8,8 @@ One command (``make stage1-cpu``, under an hour on 2 CPU cores):
    alone (a first calibration), it added knee-like corrections to hearts and fell below
    ``linear`` there;
 2. prepares the training subjects (evaluate mode, ``--size 64 --depth 16``);
-3. trains stage 1 (the recipe's options below; resumable: run again with ``--resume``);
+3. trains stage 1 (the recipe's options below; resumable: run again with ``--resume``, which
+   also scores again and replaces ``OUT/results.csv``; ``--overwrite`` starts afresh);
 4. runs ``linear`` and ``diffusion`` (the defaults: one DDIM step, mean of 8 flipped copies)
    on the held-out cohorts through ``tssc-run``'s library function, then ``diffusion`` without
    the flipped copies, with the mean of 4 one-step runs of each copy, and with 25 DDIM steps
@@ -16,18 +17,33 @@ One command (``make stage1-cpu``, under an hour on 2 CPU cores):
    ``linear`` (mean over subjects, and the worst subject).
 
 Every figure in ``benchmarks/RESULTS.md`` for stage 1 comes from this script; the table is
-also written to ``OUT/results.csv``.
+also written to ``OUT/results.csv`` (atomically; PSNR in dB).
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-from recipes import FRAMES, PREPARE, gain_rows, make_data
+from bench_common import Parser, non_negative_float, non_negative_int, positive_int, run_script
+from recipes import (
+    DATA,
+    FRAMES,
+    PREPARE,
+    RESULTS,
+    add_run_options,
+    gain_rows,
+    make_data,
+    note_rescoring,
+    open_run,
+    show,
+    training_mode,
+    write_results,
+)
 
+from tssc_py.errors import TsscError
 from tssc_py.pipeline import run_cohort
 from tssc_py.stage1.train import TrainConfig, train
 
@@ -51,24 +67,54 @@ RECIPE = TrainConfig(
     val_steps=10,
     checkpoint_every=500,
 )
+# (suffix, methods, DDIM steps, samples averaged, flip copies): the defaults (one step, 8 flip
+# copies), then without flip copies, the mean of 4 samples of each copy, and 25-step sampling
+# without flip copies (sharper frames).
+VARIANTS = (
+    ("", ["linear", "diffusion"], 1, 1, 8),
+    ("_1flip", ["diffusion"], 1, 1, 1),
+    ("_x4", ["diffusion"], 1, 4, 8),
+    ("_25steps", ["diffusion"], 25, 1, 1),
+)
+KINDS = ("knee", "cardiac")
+OUTPUTS = (*DATA, "stage1", *(f"test_{k}{v[0]}" for k in KINDS for v in VARIANTS), RESULTS)
+"""Everything the recipe writes in its folder."""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(__doc__)
     parser.add_argument("--out", type=Path, default=Path("stage1_cpu"), help="Work folder.")
-    parser.add_argument("--train-knee", type=int, default=16, help="Knee training subjects.")
-    parser.add_argument("--train-cardiac", type=int, default=16, help="Cardiac ones.")
-    parser.add_argument("--test-subjects", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=RECIPE.steps, help="Training steps.")
     parser.add_argument(
-        "--batch-size", type=int, default=RECIPE.batch_size, help="Sequences per step."
+        "--train-knee", type=non_negative_int, default=16, help="Knee training subjects."
     )
     parser.add_argument(
-        "--w-ssim", type=float, default=RECIPE.w_ssim, help="SSIM term of the training loss."
+        "--train-cardiac", type=non_negative_int, default=16, help="Cardiac training subjects."
     )
-    parser.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--test-subjects",
+        type=positive_int,
+        default=6,
+        help="Held-out subjects per kind (knee and cardiac, another seed), scored.",
+    )
+    parser.add_argument("--steps", type=positive_int, default=RECIPE.steps, help="Training steps.")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=RECIPE.batch_size, help="Sequences per step."
+    )
+    parser.add_argument(
+        "--w-ssim",
+        type=non_negative_float,
+        default=RECIPE.w_ssim,
+        help="SSIM term of the training loss.",
+    )
+    add_run_options(parser, "synthetic cohorts, training run (stage1/), scores (test_* folders)")
+    args = parser.parse_args(argv)
     out: Path = args.out
+    if args.train_knee + args.train_cardiac <= RECIPE.val_subjects:
+        raise TsscError(
+            f"{args.train_knee + args.train_cardiac} training subject(s) leave none for "
+            f"training after the {RECIPE.val_subjects} held out for validation"
+        )
+    open_run(out, OUTPUTS, args.resume, args.overwrite)
     started = time.monotonic()
 
     make_data(out, args.train_knee, args.train_cardiac, args.test_subjects)
@@ -76,19 +122,18 @@ def main() -> None:
     trained = time.monotonic()
     chosen = {"steps": args.steps, "batch_size": args.batch_size, "w_ssim": args.w_ssim}
     recipe = TrainConfig(**{**RECIPE.__dict__, **chosen})
-    checkpoint = train([out / "prepared"], out / "stage1", recipe, resume=args.resume)
+    mode = training_mode(out / "stage1", args.resume)
+    checkpoint = train([out / "prepared"], out / "stage1", recipe, **mode)
     print(f"trained in {time.monotonic() - trained:.0f} s", flush=True)
 
+    note_rescoring(out, args.resume)
     rows = []
-    # (suffix, methods, DDIM steps, samples averaged, flip copies): the defaults (one step,
-    # 8 flip copies), then without flip copies, the mean of 4 samples of each copy, and 25-step
-    # sampling without flip copies (sharper frames).
-    variants = [("", ["linear", "diffusion"], 1, 1, 8), ("_1flip", ["diffusion"], 1, 1, 1)]
-    variants += [("_x4", ["diffusion"], 1, 4, 8), ("_25steps", ["diffusion"], 25, 1, 1)]
-    for kind in ("knee", "cardiac"):
+    for kind in KINDS:
         per_subject = {}
-        for suffix, methods, steps, samples, flips in variants:
+        for suffix, methods, steps, samples, flips in VARIANTS:
             run = out / f"test_{kind}{suffix}"
+            # The folder is new, or this is a --resume, whose scores of the final model replace
+            # the earlier ones (open_run refused anything else).
             run_cohort(
                 str(out / kind / "samplesheet.csv"),
                 run,
@@ -108,10 +153,11 @@ def main() -> None:
                 per_subject[f"{method}{suffix.replace('_', ' ')}"] = table.set_index("subject")
         rows += gain_rows(kind, per_subject)
     table = pd.DataFrame(rows)
-    table.to_csv(out / "results.csv", index=False)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    written = write_results(table, out, replace=args.resume)
+    print(show(table))
+    print(f"table written to {written}")
     print(f"total {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -4,14 +4,18 @@ For each preset, prints one table row: the time to fill a whole subject (every s
 unknown frames, through the ``diffusion`` method exactly as ``tssc-interpolate`` runs it: its
 batching, bf16 autocast on CUDA), slice stacks per second, peak memory, model FLOPs per
 DDIM step (one model call over a batch, counted by ``torch.utils.flop_counter``), achieved
-TFLOP/s, and training steps per second (masked loss, backward, AdamW). On a GPU it also gives
+TFLOP/s, and training steps per second (masked loss, backward, AdamW). Each preset (and its
+compiled variant) runs in its own fresh process (this script re-invoked with ``--case``), so
+one row's memory cannot include another's: the peak CUDA allocation during the timed fills on
+a GPU; on a CPU the peak resident memory of that process up to the end of the timed fills,
+interpreter and the torch import included (``VmHWM``). On a GPU it also gives
 the fraction of the card's bf16 peak that sampling reaches, over the whole fill and over the
 time spent in the matrix-product and attention kernels alone (the attention-and-MLP work,
 read from the PyTorch profiler), against both the card's specified dense bf16 peak and a
 measured 8192^3 bf16 matrix product. Untrained weights (the output layer given small random
 values): speed does not depend on what the network learnt. Run:
 
-    .venv/bin/python benchmarks/stage1_sampling.py [--device cpu|cuda] [--preset DiT_S] ...
+    .venv/bin/python benchmarks/stage1_sampling.py --device cpu --preset DiT_tiny
 
 Targets (issue 3): on one H100 (bf16), ``DiT_S`` fills a 256x256, 32-slice, 12-frame subject
 with 50 DDIM steps in under 10 s, at 35 % or more of bf16 peak in the attention-and-MLP work;
@@ -21,23 +25,35 @@ on a CPU, ``DiT_tiny`` fills a 64x64, 16-slice, 12-frame subject with 25 steps i
 from __future__ import annotations
 
 import argparse
+import json
 import re
-import resource
 import statistics
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import (
+    Parser,
+    int_at_least,
+    peak_rss_mib,
+    positive_float,
+    positive_int,
+    run_script,
+    run_worker,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from tssc_py.checkpoint import save_checkpoint
 from tssc_py.device import autocast, resolve_device
+from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
-from tssc_py.stage1.interpolator import Stage1, Stage1Config, linear_prior
+from tssc_py.stage1.interpolator import Stage1, Stage1Config, check_flips, linear_prior
 from tssc_py.stage1.model import DiTConfig, preset_config
 
 # Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s), by device-name pattern.
@@ -47,6 +63,36 @@ MATMUL_OPS = re.compile(
     r"^aten::(mm|addmm|bmm|baddbmm|_scaled_dot_product|_flash_attention|"
     r"_efficient_attention|_cudnn_attention|convolution|cudnn_convolution)"
 )
+
+
+def sdpa_flops(
+    query_shape: Sequence[int],
+    key_shape: Sequence[int],
+    value_shape: Sequence[int],
+    *args: object,
+    out_shape: object = None,
+    **kwargs: object,
+) -> int:
+    """FLOPs of one attention call: Q K^T and (softmax) V, two batched matrix products; the
+    formula torch gives its CUDA attention operators."""
+    b, h, s_q, d_q = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * h * s_q * s_k * d_q + 2 * b * h * s_q * s_k * d_v
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FLOP counter that also counts attention on the CPU.
+
+    On the CPU, ``scaled_dot_product_attention`` runs the operator
+    ``aten._scaled_dot_product_flash_attention_for_cpu``, for which torch (2.13) has no formula:
+    a plain ``FlopCounterMode`` counts it as 0, a third of ``DiT_tiny``'s work at 64x64.
+    ``custom_mapping`` (the documented way to add formulas to one counter, with no global
+    registration that a later torch could collide with) gives it the formula of the CUDA
+    attention operators.
+    """
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    mapping = {} if cpu_attention is None else {cpu_attention: sdpa_flops}
+    return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
 def spec_peak(name: str) -> float | None:
@@ -100,7 +146,7 @@ def measure(
         checkpoint=str(checkpoint),
         steps=args.steps,
         device=device.type,
-        batch_size=args.batch_size or args.slices,
+        batch_size=args.slices if args.batch_size is None else args.batch_size,
         compile=compile,
         flips=args.flips,
     )
@@ -108,9 +154,7 @@ def measure(
     stack = np.random.default_rng(0).random(
         (args.slices, args.frames, args.size, args.size), dtype=np.float32
     )
-    known = list(range(0, args.frames, args.every))
-    if known[-1] != args.frames - 1:
-        known.append(args.frames - 1)
+    known = known_frames(args.frames, args.every)
 
     def fill() -> float:
         _sync(device)
@@ -127,7 +171,7 @@ def measure(
     if device.type == "cuda":
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mib = peak_rss_mib()  # this process ran only this preset (see main)
 
     # FLOPs of one fill: one model call per DDIM step, flip copy and batch, linear in the batch.
     batch = min(method.batch_size, args.slices)
@@ -135,7 +179,7 @@ def measure(
     mask = torch.zeros(batch, args.frames, dtype=torch.bool, device=device)
     mask[:, known] = True
     t = torch.full((batch,), stage1.diffusion.steps - 1, device=device)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with torch.no_grad(), autocast(device), counter:
         stage1.model(x, t, mask, linear_prior(x, mask))  # eager: FLOPs are the same
     flops = counter.get_total_flops() / batch * args.slices * args.steps * args.flips
@@ -196,80 +240,157 @@ def train_rate(stage1: Stage1, args: argparse.Namespace, device: torch.device) -
     return rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+def check_options(args: argparse.Namespace, presets: list[str]) -> None:
+    """Refuse, before any work, options the measurement cannot run with.
+
+    Raises:
+        TsscError: An unknown preset, a frame size its patches do not tile, flips other than
+            1, 2, 4, 8, or every frame known (nothing to fill).
+    """
+    check_flips(args.flips)
+    for preset in presets:
+        patch = preset_config(preset).patch_size
+        if args.size % patch:
+            raise TsscError(f"--size {args.size} is not divisible by {preset}'s patch size {patch}")
+    if len(known_frames(args.frames, args.every)) == args.frames:
+        raise TsscError(
+            f"every one of the {args.frames} frames is known with --every {args.every}: "
+            "nothing to fill"
+        )
+
+
+def known_frames(frames: int, every: int) -> list[int]:
+    """Every ``every``-th frame and the last one."""
+    known = list(range(0, frames, every))
+    if known[-1] != frames - 1:
+        known.append(frames - 1)
+    return known
+
+
+def case_command(args: argparse.Namespace, device: torch.device, case: str) -> list[str]:
+    """The command that measures one ``case`` (``PRESET:compiled``) in a fresh process."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--case", case]
+    command += ["--device", device.type]
+    for name in ("size", "slices", "frames", "every", "steps", "batch_size", "flips"):
+        value = getattr(args, name)
+        if value is not None:
+            command += [f"--{name.replace('_', '-')}", str(value)]
+    command += ["--train-batch", str(args.train_batch), "--repeats", str(args.repeats)]
+    return [*command, "--seconds", repr(args.seconds)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(__doc__)
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="Where to run (auto: CUDA when available).",
+    )
     parser.add_argument(
         "--preset",
         action="append",
         help="DiT preset (repeatable); default DiT_S on a GPU, DiT_tiny on a CPU.",
     )
-    parser.add_argument("--size", type=int, help="Frame size (default 256 on a GPU, 64 on a CPU).")
-    parser.add_argument("--slices", type=int, help="Slices per subject (default 32 / 16).")
-    parser.add_argument("--frames", type=int, default=12, help="Frames per series.")
-    parser.add_argument("--every", type=int, default=11, help="Every Nth frame is known.")
-    parser.add_argument("--steps", type=int, help="DDIM steps (default 50 / 25).")
-    parser.add_argument("--batch-size", type=int, help="Slices sampled together (default all).")
     parser.add_argument(
-        "--flips", type=int, default=1, help="Flipped copies averaged (the method's default 8)."
+        "--size",
+        type=positive_int,
+        help="Frame size, divisible by the preset's patch (default 256 on a GPU, 64 on a CPU).",
     )
-    parser.add_argument("--train-batch", type=int, default=8, help="Training batch.")
-    parser.add_argument("--repeats", type=int, default=3, help="Timed fills (median).")
-    parser.add_argument("--seconds", type=float, default=10.0, help="Training time measured.")
+    parser.add_argument("--slices", type=positive_int, help="Slices per subject (default 32 / 16).")
+    parser.add_argument("--frames", type=int_at_least(2), default=12, help="Frames per series.")
+    parser.add_argument(
+        "--every",
+        type=positive_int,
+        default=11,
+        help="Every Nth frame is known (and the last).",
+    )
+    parser.add_argument("--steps", type=positive_int, help="DDIM steps (default 50 / 25).")
+    parser.add_argument(
+        "--batch-size", type=positive_int, help="Slices sampled together (default all)."
+    )
+    parser.add_argument(
+        "--flips",
+        type=positive_int,
+        default=1,
+        help="Flipped copies averaged: 1, 2, 4 or 8 (the method's default is 8).",
+    )
+    parser.add_argument("--train-batch", type=positive_int, default=8, help="Training batch.")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="Timed fills (median).")
+    parser.add_argument(
+        "--seconds", type=positive_float, default=10.0, help="Training time measured."
+    )
     parser.add_argument(
         "--compile", action="store_true", help="Also measure with the network compiled (GPU)."
     )
-    args = parser.parse_args()
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, JSON out
+    args = parser.parse_args(argv)
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    args.size = args.size or (256 if gpu else 64)
-    args.slices = args.slices or (32 if gpu else 16)
-    args.steps = args.steps or (50 if gpu else 25)
+    if args.case:
+        preset, compiled = args.case.split(":")
+        with tempfile.TemporaryDirectory(prefix="tssc-stage1-bench-") as tmp:
+            print(json.dumps(measure(args, preset, device, Path(tmp), compiled == "1")))
+        return
+    args.size = (256 if gpu else 64) if args.size is None else args.size
+    args.slices = (32 if gpu else 16) if args.slices is None else args.slices
+    args.steps = (50 if gpu else 25) if args.steps is None else args.steps
     presets = args.preset or (["DiT_S"] if gpu else ["DiT_tiny"])
+    check_options(args, presets)
 
     name = torch.cuda.get_device_name(device) if gpu else "CPU"
     print(f"torch {torch.__version__}, device {name}, {torch.get_num_threads()} CPU threads")
     print(
         f"subject: {args.slices} slices of {args.size}x{args.size}, {args.frames} frames "
-        f"(every {args.every}th known), {args.steps} DDIM steps, {args.flips} flip copies"
+        f"(known: {', '.join(map(str, known_frames(args.frames, args.every)))}), "
+        f"{args.steps} DDIM steps, {args.flips} flip copies"
         + (", bf16 autocast" if gpu else ", float32")
     )
     peaks: dict[str, float] = {}
     if gpu:
         peaks["measured"] = matmul_peak(device)
+        torch.cuda.empty_cache()  # the rows run in other processes: leave them the memory
         if (spec := spec_peak(name)) is not None:
             peaks["spec"] = spec
         print("bf16 peaks (TFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+    print(
+        "each row measured in its own process; memory: "
+        + (
+            "peak CUDA allocation during the timed fills"
+            if gpu
+            else "peak RSS of that process up to the end of the timed fills, interpreter and "
+            "torch import included"
+        )
+    )
     memory = "peak CUDA MiB" if gpu else "peak RSS MiB"
     header = ["preset", "first fill s", "subject s", "stacks/s", memory, "GFLOP/step", "TFLOP/s"]
     header.append("train steps/s")
     for which in peaks:
         header += [f"% {which} peak", f"% {which} peak in matmul+attention"]
     print("| " + " | ".join(header) + " |")
-    print("|---|" + "---:|" * (len(header) - 1))
-    with tempfile.TemporaryDirectory(prefix="tssc-stage1-bench-") as tmp:
-        for preset, compile in product(presets, [False, True] if args.compile else [False]):
-            row = measure(args, preset, device, Path(tmp), compile)
-            cells = [
-                row["preset"],
-                f"{row['first_s']:.1f}",
-                f"{row['subject_s']:.2f}",
-                f"{row['stacks_per_s']:.2f}",
-                f"{row['peak_mib']:.0f}",
-                f"{row['gflop_per_step']:.0f}",
-                f"{row['tflops']:.3g}",
-                "as above"
-                if row["train_steps_per_s"] is None
-                else f"{row['train_steps_per_s']:.2f}",
+    print("|---|" + "---:|" * (len(header) - 1), flush=True)
+    for preset, compile in product(presets, [False, True] if args.compile else [False]):
+        case = f"{preset}:{int(compile)}"
+        output = run_worker(case_command(args, device, case), f"preset {preset}")
+        row = json.loads(output.strip().splitlines()[-1])
+        cells = [
+            row["preset"],
+            f"{row['first_s']:.1f}",
+            f"{row['subject_s']:.2f}",
+            f"{row['stacks_per_s']:.2f}",
+            f"{row['peak_mib']:.0f}",
+            f"{row['gflop_per_step']:.1f}",
+            f"{row['tflops']:.3g}",
+            "as above" if row["train_steps_per_s"] is None else f"{row['train_steps_per_s']:.2f}",
+        ]
+        for peak in peaks.values():
+            work = row["tflops"] * row["subject_s"]  # TFLOP of one fill
+            cells += [
+                f"{100 * row['tflops'] / peak:.0f}",
+                f"{100 * work / row['matmul_s'] / peak:.0f}",
             ]
-            for peak in peaks.values():
-                work = row["tflops"] * row["subject_s"]  # TFLOP of one fill
-                cells += [
-                    f"{100 * row['tflops'] / peak:.0f}",
-                    f"{100 * work / row['matmul_s'] / peak:.0f}",
-                ]
-            print("| " + " | ".join(cells) + " |")
+        print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

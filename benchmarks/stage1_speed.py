@@ -2,51 +2,76 @@
 
 Prints a table of training steps per second (forward + backward + AdamW on random 12-frame
 sequences) and DDIM model calls per second for a few configurations, so the CPU recipe's
-choices (threads, batch, patch) can be checked on any machine. Run:
+choices (threads, batch, patch) can be checked on any machine. The cases run with torch's
+thread count (``OMP_NUM_THREADS`` when set, else torch's default for the machine's cores) or
+``--threads``, plus one case on a single thread when that count is above 1. Run:
 
-    .venv/bin/python benchmarks/stage1_speed.py [--seconds 15]
+    .venv/bin/python benchmarks/stage1_speed.py --seconds 15
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 
 import torch
+from bench_common import Parser, positive_float, positive_int, run_script
 
+from tssc_py.errors import TsscError
 from tssc_py.stage1.interpolator import Stage1, Stage1Config
 from tssc_py.stage1.model import DiTConfig
 
 RECIPE = {"patch_size": 8, "hidden": 128, "depth": 4, "heads": 4}
+PATCH_LCM = 8
+"""Frame sizes must be a multiple of every case's patch size (8 and 4)."""
 
 
 def _rate(step, seconds: float) -> float:
     step()  # warm-up
     done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    # At least one timed call: a --seconds shorter than one call would otherwise give 0.
+    while done < 1 or time.perf_counter() - start < seconds:
         step()
         done += 1
     return done / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="Time per measurement.")
-    parser.add_argument("--size", type=int, default=64, help="Frame size.")
-    args = parser.parse_args()
-    cases = [
-        ("recipe (patch 8, width 128, 4 blocks)", RECIPE, 8, 2),
-        ("recipe, 1 thread", RECIPE, 8, 1),
-        ("recipe, batch 16", RECIPE, 16, 2),
-        ("patch 4 (4x the tokens)", {**RECIPE, "patch_size": 4}, 8, 2),
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(__doc__)
+    parser.add_argument(
+        "--seconds", type=positive_float, default=15.0, help="Time per measurement."
+    )
+    parser.add_argument(
+        "--size", type=positive_int, default=64, help="Frame size (a multiple of 8: the patches)."
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="torch threads of the cases (default: torch's count here, "
+        f"{torch.get_num_threads()}).",
+    )
+    args = parser.parse_args(argv)
+    if args.size % PATCH_LCM:
+        raise TsscError(f"--size {args.size} is not a multiple of {PATCH_LCM} (the patch sizes)")
+    available = torch.get_num_threads()
+    threads = available if args.threads is None else args.threads
+    cases = [("recipe (patch 8, width 128, 4 blocks)", RECIPE, 8, threads)]
+    if threads > 1:
+        cases.append(("recipe, 1 thread", RECIPE, 8, 1))
+    cases += [
+        ("recipe, batch 16", RECIPE, 16, threads),
+        ("patch 4 (4x the tokens)", {**RECIPE, "patch_size": 4}, 8, threads),
     ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available")
+    print(
+        f"torch {torch.__version__}; torch's thread count here {available}, cases run with "
+        f"{threads}" + (" and 1" if threads > 1 else "")
+    )
     print("| case | batch | threads | train steps/s | sequences/s | DDIM calls/s (batch) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, model, batch, threads in cases:
-        train, sample = measure(model, batch, threads, args.size, args.seconds)
+    print("|---|---:|---:|---:|---:|---:|", flush=True)
+    for name, model, batch, count in cases:
+        train, sample = measure(model, batch, count, args.size, args.seconds)
         rate = train * batch
-        print(f"| {name} | {batch} | {threads} | {train:.2f} | {rate:.1f} | {sample:.2f} |")
+        print(f"| {name} | {batch} | {count} | {train:.2f} | {rate:.1f} | {sample:.2f} |")
 
 
 def measure(
@@ -76,4 +101,4 @@ def measure(
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -2,17 +2,20 @@
 
 Prints a table of volumes refined per second (inference: one whole volume per call, untrained
 weights, which cost the same as trained ones) and of training steps per second (batches of 4
-crops: forward, MSE + wavelet loss, backward, Adam), with the peak memory of each case: on a GPU the
-peak CUDA allocation, on a CPU the peak resident memory of a fresh process that ran only that
-case (each case runs in its own subprocess, so one case's peak cannot hide another's). On a
-GPU with ``mamba_ssm`` both backends run on the same weights, and the table gives the
-pure-PyTorch / mamba-ssm time ratio and how far the fused backend's correction (output minus
-input) is from the pure-PyTorch one (relative L2; the zero-initialised layers get small random
-values first, as an untrained network is the identity whatever its backend), then a second
-table compares the two selective scans alone, in float32, on random inputs of several lengths
-(values and gradients). Run:
+crops: forward, MSE + wavelet loss, backward, Adam), with the peak memory of each case: on a
+GPU the peak CUDA allocation, on a CPU the peak resident memory of a fresh process that ran
+only that case (``VmHWM``: interpreter and torch import included; each case runs in its own
+subprocess, so one case's peak cannot hide another's). On a GPU with ``mamba_ssm`` both
+backends run on the same weights, and the table gives the pure-PyTorch / mamba-ssm time ratio
+and how far the fused backend's correction (output minus input) is from the pure-PyTorch one
+(relative L2; the zero-initialised layers get small random values first, as an untrained
+network is the identity whatever its backend), then a second table compares the two selective
+scans alone, in float32, on random inputs of several lengths (values and gradients). Run:
 
-    .venv/bin/python benchmarks/stage2.py [--seconds 10] [--device auto|cpu|cuda]
+    .venv/bin/python benchmarks/stage2.py --seconds 10 --device auto
+
+On a CPU the ``refine base 256x256x32`` case (about a minute per call on 2 cores) runs only
+with ``--seconds 30`` or more; the output says when it was left out.
 
 Targets (issue 4): ``tiny`` refines 64x64x16 in under 2 s on CPU; ``base`` refines
 256x256x32 in under 0.5 s on one H100 with mamba-ssm.
@@ -22,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import Parser, peak_rss_mib, positive_float, run_script, run_worker
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.stage2.losses import LossConfig, refine_loss
@@ -118,10 +120,9 @@ def measure(
         once()
         done += 1
     rate = done / (time.perf_counter() - start)
-    if where.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # On a CPU, this process's own peak: it ran only this case (see main).
+    cuda = where.type == "cuda"
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
     return {"rate": rate, "peak_mib": peak, "backend": resolve_backend(backend, where)}
 
 
@@ -159,13 +160,28 @@ def scan_parity(length: int, device: torch.device) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="Time per measurement.")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+CPU_BASE_SECONDS = 30.0
+"""On a CPU the ``base`` case runs only with --seconds of at least this."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(__doc__)
+    parser.add_argument(
+        "--seconds",
+        type=positive_float,
+        default=10.0,
+        help="Time per measurement (on a CPU, the refine base 256x256x32 case runs only with "
+        f"{CPU_BASE_SECONDS:g} or more: about a minute per call on 2 cores).",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="Where to run (auto: CUDA when available).",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, JSON out
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)  # internal: correction
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.case:
         task, preset, size, backend = args.case.split(":")
         shape = tuple(int(v) for v in size.split("x"))
@@ -176,17 +192,27 @@ def main() -> None:
     backends = ["torch"] + (["mamba_ssm"] if where.type == "cuda" and mamba_ssm_available() else [])
     gpu = torch.cuda.get_device_name(where) if where.type == "cuda" else "CPU"
     print(f"torch {torch.__version__}, device {gpu}, {torch.get_num_threads()} CPU threads")
+    print(
+        "each case measured in its own process; memory: "
+        + (
+            "peak CUDA allocation"
+            if where.type == "cuda"
+            else "peak RSS of that process, interpreter and torch import included"
+        )
+    )
     memory = "peak CUDA MiB" if where.type == "cuda" else "peak RSS MiB"
     print(
         f"| task | preset | volume | backend | calls/s | s/call | {memory} | torch/mamba_ssm "
         "| correction vs torch |"
     )
-    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|", flush=True)
+    skipped = []
     with tempfile.TemporaryDirectory(prefix="tssc-stage2-bench-") as tmp:
         work = Path(tmp)
         for task, preset, shape in CASES:
-            if preset == "base" and where.type != "cuda" and args.seconds < 30:
+            if preset == "base" and where.type != "cuda" and args.seconds < CPU_BASE_SECONDS:
                 # About a minute per call on 2 cores: included with --seconds 30 or more.
+                skipped.append(f"{task} {preset} {'x'.join(map(str, shape))}")
                 continue
             size = "x".join(map(str, shape))
             times: dict[str, float] = {}
@@ -197,11 +223,8 @@ def main() -> None:
                 saved = work / f"{task}-{preset}-{size}-{backend}.npy"
                 if task == "refine" and len(backends) > 1:
                     command += ["--save", str(saved)]
-                result = json.loads(
-                    subprocess.run(
-                        command, check=True, capture_output=True, text=True
-                    ).stdout.splitlines()[-1]
-                )
+                output = run_worker(command, f"case {case}")
+                result = json.loads(output.strip().splitlines()[-1])
                 times[backend] = 1 / result["rate"]
                 ratio = f"{times['torch'] / times[backend]:.1f}" if backend != "torch" else ""
                 agree = ""
@@ -210,8 +233,14 @@ def main() -> None:
                     agree = f"{np.linalg.norm(np.load(saved) - ours) / np.linalg.norm(ours):.1e}"
                 print(
                     f"| {task} | {preset} | {size} | {result['backend']} | {result['rate']:.2f} | "
-                    f"{1 / result['rate']:.3f} | {result['peak_mib']:.0f} | {ratio} | {agree} |"
+                    f"{1 / result['rate']:.3f} | {result['peak_mib']:.0f} | {ratio} | {agree} |",
+                    flush=True,
                 )
+    for case in skipped:
+        print(
+            f"({case} left out on the CPU: about a minute per call; it runs with --seconds "
+            f"{CPU_BASE_SECONDS:g} or more)"
+        )
 
     if len(backends) > 1:
         print("\nselective scan alone, float32, relative L2 difference pure-PyTorch vs mamba_ssm")
@@ -223,4 +252,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

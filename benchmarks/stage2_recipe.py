@@ -7,26 +7,37 @@ training subjects and the held-out ``knee`` and ``cardiac`` cohorts):
 1. makes the stage-1 outputs of the training subjects with the frozen stage-1 model (the
    ``diffusion`` method's defaults: one DDIM step, 8 flip copies), cached in
    ``OUT/stage2/stage1_outputs``;
-2. trains stage 2 (the recipe's options below; resumable: run again with ``--resume``);
+2. trains stage 2 (the recipe's options below; resumable: run again with ``--resume``, which
+   also scores again and replaces ``OUT/results.csv``; ``--overwrite`` starts afresh);
 3. runs ``linear`` and ``diffusion`` + stage 2 on the held-out cohorts through ``tssc-run``'s
    library function, which reports stage 1 alone (``diffusion``) next to full TSSC (``tssc``),
    and prints every metric per kind and method with the difference to stage 1 alone (mean over
    subjects, and the number of subjects where full TSSC is better).
 
 Every figure in ``benchmarks/RESULTS.md`` for the stage-2 recipe comes from this script; the
-table is also written to ``OUT/results.csv``.
+table is also written to ``OUT/results.csv`` (atomically; PSNR in dB).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-from recipes import PREPARE
+from bench_common import Parser, non_negative_float, positive_int, run_script
+from recipes import (
+    PREPARE,
+    RESULTS,
+    add_run_options,
+    note_rescoring,
+    open_run,
+    show,
+    training_mode,
+    write_results,
+)
 
+from tssc_py.errors import TsscError
 from tssc_py.metrics import LOWER_IS_BETTER, METRICS
 from tssc_py.pipeline import run_cohort
 from tssc_py.stage2 import REFINED, REFINES
@@ -47,10 +58,13 @@ RECIPE = TrainConfig(
     val_every=500,
     checkpoint_every=250,
 )
+KINDS = ("knee", "cardiac")
+OUTPUTS = ("stage2", *(f"test_{kind}" for kind in KINDS), RESULTS)
+"""Everything the recipe writes in its folder."""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = Parser(__doc__)
     parser.add_argument(
         "--stage1-run",
         type=Path,
@@ -58,28 +72,32 @@ def main() -> None:
         help="The stage-1 recipe's folder (make stage1-cpu).",
     )
     parser.add_argument("--out", type=Path, default=Path("stage2_cpu"), help="Work folder.")
-    parser.add_argument("--steps", type=int, default=RECIPE.steps, help="Training steps.")
-    parser.add_argument("--w-tv", type=float, default=RECIPE.w_tv, help="TV weight.")
-    parser.add_argument("--resume", action="store_true", help="Continue an interrupted run.")
-    args = parser.parse_args()
+    parser.add_argument("--steps", type=positive_int, default=RECIPE.steps, help="Training steps.")
+    parser.add_argument("--w-tv", type=non_negative_float, default=RECIPE.w_tv, help="TV weight.")
+    add_run_options(parser, "training run (stage2/), scores (test_* folders)")
+    args = parser.parse_args(argv)
     stage1_run: Path = args.stage1_run
     stage1 = stage1_run / "stage1" / "checkpoint"
-    needed = [stage1, stage1_run / "prepared", *(stage1_run / k for k in ("knee", "cardiac"))]
+    needed = [stage1, stage1_run / "prepared"]
+    needed += [stage1_run / kind / "samplesheet.csv" for kind in KINDS]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        sys.exit(f"error: {', '.join(missing)} missing: run `make stage1-cpu` first")
+        raise TsscError(f"{', '.join(missing)} missing: run `make stage1-cpu` first")
     out: Path = args.out
+    open_run(out, OUTPUTS, args.resume, args.overwrite)
     started = time.monotonic()
 
     recipe = TrainConfig(**{**RECIPE.__dict__, "steps": args.steps, "w_tv": args.w_tv})
-    checkpoint = train(
-        [stage1_run / "prepared"], out / "stage2", recipe, stage1=stage1, resume=args.resume
-    )
+    mode = training_mode(out / "stage2", args.resume)
+    checkpoint = train([stage1_run / "prepared"], out / "stage2", recipe, stage1=stage1, **mode)
     print(f"trained in {time.monotonic() - started:.0f} s", flush=True)
 
+    note_rescoring(out, args.resume)
     rows = []
-    for kind in ("knee", "cardiac"):
+    for kind in KINDS:
         run = out / f"test_{kind}"
+        # The folder is new, or this is a --resume, whose scores of the final model replace
+        # the earlier ones (open_run refused anything else).
         run_cohort(
             str(stage1_run / kind / "samplesheet.csv"),
             run,
@@ -103,12 +121,12 @@ def main() -> None:
                 row[f"{metric}_better"] = f"{int(better.sum())}/{len(gain)}"
             rows.append(row)
     table = pd.DataFrame(rows)
-    table.to_csv(out / "results.csv", index=False)
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    written = write_results(table, out, replace=args.resume)
+    print(show(table))
+    print(f"table written to {written}")
     print(f"stage 1 alone: {REFINES}; full TSSC: {REFINED}")
     print(f"total {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))
