@@ -10,7 +10,7 @@ DEMO := demo_out
 # pytest workers: the test suite is CPU-bound and the machines have 2 cores.
 JOBS ?= 2
 
-.PHONY: install test lint demo benchmark stage1-cpu stage2-cpu baselines-cpu clean
+.PHONY: install test lint typecheck demo benchmark stage1-cpu stage2-cpu baselines-cpu clean
 
 $(STAMP): pyproject.toml $(wildcard bin/tssc-*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -n $(JOBS) tests
+
+# Not part of lint or test: a new release of a dependency's type stubs must not fail CI.
+typecheck: $(STAMP)
+	$(PY) -m mypy tssc_py
 
 # The demo trains small models on its own training subjects (other seeds than the scored ones):
 # stage 1, stage 2 on stage 1's outputs, and the three learned registration baselines; then it

@@ -15,10 +15,12 @@ import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from nibabel.arrayproxy import ArrayProxy
 
 from tssc_py.atomic import OutputSet, outputs
 from tssc_py.errors import TsscError
@@ -69,9 +71,10 @@ class Scan:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size along x, y, z in millimetres."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        x, y, z = (float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        return x, y, z
 
-    def replace(self, **changes: object) -> Scan:
+    def replace(self, **changes: Any) -> Scan:
         """A copy with some fields changed (geometry provenance kept)."""
         return dataclasses.replace(self, **changes)
 
@@ -96,15 +99,23 @@ def scan_suffix(path: str | Path) -> str:
     return {".mhd": ".mha", ".nhdr": ".nrrd"}.get(_suffix(Path(path)), _suffix(Path(path)))
 
 
-def _read_nifti(path: Path) -> Scan:
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    """The NIfTI-1 or NIfTI-2 image in ``path`` (NIfTI-2 subclasses NIfTI-1), data unread."""
     img = nib.load(path)
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise TsscError("not a NIfTI image", path)
-    data = np.asanyarray(img.dataobj)
+    return img
+
+
+def _read_nifti(path: Path) -> Scan:
+    img = _load_nifti(path)
+    # An image loaded from a file holds a proxy of its data; the stubs only say "array-like".
+    proxy = cast(ArrayProxy, img.dataobj)
+    data = np.asanyarray(proxy)
     header = img.header.copy()
     # nibabel moves the file's scaling from the header it returns into the data proxy; the
     # header here describes the file as stored, scaling included.
-    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    slope, inter = float(proxy.slope), float(proxy.inter)
     if (slope, inter) != (1.0, 0.0):
         header.set_slope_inter(slope, inter)
     zooms = header.get_zooms()
@@ -210,7 +221,7 @@ def scan_shape(path: str | Path, ndim: int | None = 4) -> tuple[int, ...]:
     suffix = _checked_path(path)
     try:
         if suffix in NIFTI_SUFFIXES:
-            img = nib.load(path)
+            img = _load_nifti(path)
             shape = tuple(int(n) for n in img.shape)
             dtype, affine = img.get_data_dtype(), img.affine
         else:

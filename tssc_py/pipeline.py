@@ -60,7 +60,7 @@ def _check_subjects(
     Raises:
         TsscError: Naming the first scan that would fail.
     """
-    entries = {}
+    entries: dict[str, dict[str, object]] = {}
     for subject in subjects:
         shape = scan_shape(subject.scan)
         chosen = _subject_config(config, subject)
@@ -154,12 +154,12 @@ def _resumed(
 
 def _subject_config(config: PrepareConfig, subject: Subject) -> PrepareConfig:
     """The cohort options, with the samplesheet's frame range where it gives one."""
-    changes = {}
-    if subject.start_frame is not None:
-        changes["start_frame"] = subject.start_frame
-    if subject.end_frame is not None:
-        changes["end_frame"] = subject.end_frame
-    return replace(config, **changes)
+    start, end = subject.start_frame, subject.end_frame
+    return replace(
+        config,
+        start_frame=config.start_frame if start is None else start,
+        end_frame=config.end_frame if end is None else end,
+    )
 
 
 def run_subject(
@@ -231,7 +231,7 @@ def run_cohort(
     overwrite: bool = False,
     show_progress: bool = True,
     method_options: Mapping[str, object] | None = None,
-    refine_options: Mapping[str, object] | None = None,
+    refine_options: Mapping[str, Any] | None = None,
     dataset: str | None = None,
     figure_subject: str | None = None,
     resume: bool = False,
@@ -359,8 +359,8 @@ def run_cohort(
             _write_state(state_path, state)
     if resume and keep_filled is not None:
         # The figure subject may have changed (a reordered sheet): one subject's series stay.
-        for subject, files in done.items():
-            kept = [f for f in files if subject == keep_filled or not f.startswith(f"{FILLED}/")]
+        for subject_id, files in done.items():
+            kept = [f for f in files if subject_id == keep_filled or not f.startswith(f"{FILLED}/")]
             for name in set(files) - set(kept):
                 (out / name).unlink(missing_ok=True)
             files[:] = kept

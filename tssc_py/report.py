@@ -339,9 +339,11 @@ def ablation(cohort: pd.DataFrame) -> pd.DataFrame:
             with np.errstate(invalid="ignore"):
                 difference = after - before
             row: dict[str, object] = {"dataset": dataset, "metric": m, "subjects": len(subjects)}
-            for name, values in ((REFINES, before), (REFINED, after), ("difference", difference)):
+            for name, values in ((REFINES, before), (REFINED, after)):
                 row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
-            row["better"] = _better(m, float(row["difference_mean"]))
+            shift, spread = _mean_std(difference)
+            row["difference_mean"], row["difference_std"] = shift, spread
+            row["better"] = _better(m, shift)
             rows.append(row)
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
 

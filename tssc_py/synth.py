@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -73,6 +74,11 @@ class _Draw:
 
     def __call__(self, low: float, high: float) -> float:
         return float(self.rng.uniform(low, high))
+
+    def offset(self, sigma: float) -> tuple[float, float, float]:
+        """A 3D offset, each component normal with mean 0 and std ``sigma``."""
+        x, y, z = (float(v) for v in self.rng.normal(0, sigma, 3))
+        return x, y, z
 
     def sign(self) -> float:
         """-1 or +1 with equal odds."""
@@ -142,9 +148,17 @@ def _smin(a: Array, b: Array, k: float) -> Array:
     return union
 
 
+@overload
+def _rotate(x: float, y: float, cx: float, cy: float, angle: float) -> tuple[float, float]: ...
+
+
+@overload
+def _rotate(x: Array, y: Array, cx: float, cy: float, angle: float) -> tuple[Array, Array]: ...
+
+
 def _rotate(
     x: Array | float, y: Array | float, cx: float, cy: float, angle: float
-) -> tuple[Array, Array]:
+) -> tuple[Array | float, Array | float]:
     """Rotate points (x, y) by ``angle`` radians about (cx, cy)."""
     c, s = math.cos(angle), math.sin(angle)
     dx, dy = x - cx, y - cy
@@ -317,9 +331,7 @@ class _Heart:
     reach: float  # how far the radial motion reaches beyond the epicardium
 
 
-def _heart_params(
-    draw: _Draw, rng: np.random.Generator, body: tuple[float, float, float, float], zcov: float
-) -> _Heart:
+def _heart_params(draw: _Draw, body: tuple[float, float, float, float], zcov: float) -> _Heart:
     """Draw a heart inside a torso ``(centre x, centre y, semi-axis x, semi-axis y)``."""
     tx, ty, a_body, b_body = body
     endo, wall = draw(21, 27), draw(7, 10)
@@ -328,7 +340,7 @@ def _heart_params(
     rv_angle = math.atan2(-draw(0.3, 0.8), 1.0)
     pap_r = 0.62 * endo
     opposite = rv_angle + math.pi
-    paps = tuple(
+    pap0, pap1 = (
         (
             pap_r * math.cos(opposite + s * draw(0.6, 0.9)),
             pap_r * math.sin(opposite + s * draw(0.6, 0.9)),
@@ -348,14 +360,14 @@ def _heart_params(
         rv_radii=(draw(0.8, 0.95) * outer, draw(1.15, 1.3) * outer, draw(0.8, 0.9) * length),
         rv_centre=-0.1 * length,
         rv_wall=draw(2.5, 4.0),
-        pap=paps,
+        pap=(pap0, pap1),
         la=(draw(-0.1, 0.1) * endo, draw(0.5, 0.7) * endo, draw(0.4, 0.5) * length),
         la_radii=(1.1 * endo, 0.85 * endo, 0.45 * length),
         shorten=draw(0.22, 0.32),
         descent=draw(0.08, 0.14),
         twist=math.radians(draw(4, 8)),
         rv_shorten=draw(0.12, 0.2),
-        shift=tuple(float(v) for v in rng.normal(0, 1.5, 3)),
+        shift=draw.offset(1.5),
         reach=draw(8, 14),
     )
 
@@ -451,7 +463,7 @@ def _cardiac(rng: np.random.Generator, n: int, depth: int, frames: int) -> Phant
     b_body = a_body * draw(0.62, 0.74)
     tx, ty = draw(-0.03, 0.03) * fov, draw(-0.03, 0.03) * fov
     fat_t, wall_t = draw(8, 18), draw(8, 14)
-    heart = _heart_params(draw, rng, (tx, ty, a_body, b_body), zcov)
+    heart = _heart_params(draw, (tx, ty, a_body, b_body), zcov)
     apex_z = heart.base - heart.length - heart.apex_wall
     liver_top = apex_z + draw(-10, 25)
     liver_c = (tx + 0.25 * a_body, ty + 0.05 * b_body, liver_top - 110)

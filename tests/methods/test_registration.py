@@ -35,6 +35,12 @@ def test_demons_of_identical_frames_is_a_zero_flow_and_returns_them() -> None:
     np.testing.assert_allclose(out[0], np.stack([frame, frame]), atol=2e-6)
 
 
+def test_demons_without_a_resolution_level_is_refused() -> None:
+    frame = _blob()
+    with pytest.raises(TsscError, match="at least one resolution level, got 0"):
+        demons_field(frame, frame, 50, 2.5, 0)
+
+
 def test_demons_recovers_a_known_translation_within_one_voxel() -> None:
     shift = np.array([3.0, -2.0])
     frame0, frame1 = _blob(), _blob(tuple(shift))

@@ -131,7 +131,7 @@ class FlowNet(nn.Module):
             )
             # Five halvings leave 2x2 at the bottleneck, where instance norm needs > 1 voxel.
             self.multiple = 64
-            _small_init(self.backbone.out.conv.conv)
+            _small_init(self.backbone.get_submodule("out.conv.conv"))
         else:
             self.backbone = VoxelMorphUNet(
                 spatial_dims=2,
@@ -141,7 +141,7 @@ class FlowNet(nn.Module):
                 final_conv_channels=(f, f),
             )
             self.multiple = 16
-            _small_init(self.backbone.net[1].final_conv_out.conv)
+            _small_init(self.backbone.get_submodule("net.1.final_conv_out.conv"))
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(f01, f10)`` for frames ``(batch, 1, x, y)`` (sizes multiples of ``multiple``)."""
@@ -184,6 +184,7 @@ class Refiner(nn.Module):
         )
         self.up = nn.ModuleList([_block(4 * r + 2 * r, 2 * r), _block(2 * r + r, r)])
         self.out = nn.Conv2d(r, 1, 3, 1, 1)
+        assert self.out.bias is not None  # built with one
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -316,8 +317,10 @@ class Interpolator(nn.Module):
             x1, _times(1 - t2, x0) * f10
         )
         v3 = warp(x1, _times(1 - t3, x0) * f10)
-        y0, c0 = self.synthesize(v1, v2, *self.flow(v1, v2), -t1 / (t2 - t1))
-        y1, c1 = self.synthesize(v2, v3, *self.flow(v2, v3), (1 - t2) / (t3 - t2))
+        f12, f21 = self.flow(v1, v2)
+        y0, c0 = self.synthesize(v1, v2, f12, f21, -t1 / (t2 - t1))
+        f23, f32 = self.flow(v2, v3)
+        y1, c1 = self.synthesize(v2, v3, f23, f32, (1 - t2) / (t3 - t2))
         assert c0 is not None and c1 is not None
         cycle = self._match(y0, x0) + self._match(y1, x1)
         return loss + cycle + c0.abs().mean() + c1.abs().mean()

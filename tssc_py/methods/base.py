@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -46,10 +46,9 @@ class Method(ABC):
             name: getattr(self, name) for name in self.options if name not in RUNTIME_OPTIONS
         }
         if "checkpoint" in values:
-            values["checkpoint"] = load_checkpoint(
-                values["checkpoint"],
-                self.checkpoint_kind,  # type: ignore[arg-type]
-            ).config
+            checkpoint = values["checkpoint"]
+            assert isinstance(checkpoint, str | Path)  # a method keeps its folder
+            values["checkpoint"] = load_checkpoint(checkpoint, self.checkpoint_kind).config
         return values
 
     @abstractmethod
@@ -75,7 +74,7 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str, **options: object) -> Method:
+def get_method(name: str, **options: Any) -> Method:
     """An instance of the method registered as ``name``.
 
     Args:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
@@ -81,9 +83,10 @@ class Diffusion(Method):
         self.steps, self.eta, self.seed, self.batch_size = steps, eta, seed, batch_size
         check_flips(flips)
         self.samples, self.flips, self.weights = samples, flips, weights
-        self.network = self.stage1.model
+        self.network: nn.Module = self.stage1.model
         if compile and self.device.type == "cuda":
-            self.network = torch.compile(self.stage1.model)
+            # A compiled Module is a Module (OptimizedModule); the stub says only Callable.
+            self.network = cast(nn.Module, torch.compile(self.stage1.model))
 
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
         config = self.stage1.config

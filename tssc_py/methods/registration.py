@@ -92,6 +92,8 @@ def demons_field(
                 field, fixed_l, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID()
             )
         field = demons.Execute(fixed_l, moving_l, field)
+    if field is None:
+        raise TsscError(f"demons needs at least one resolution level, got {levels}")
     # ITK orders axes (and vector components) the other way round from NumPy.
     field_xy = sitk.GetArrayFromImage(field)[..., ::-1].transpose(2, 0, 1)
     return np.ascontiguousarray(field_xy, dtype=np.float32)

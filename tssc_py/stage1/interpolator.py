@@ -30,7 +30,7 @@ from torch import nn
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.errors import TsscError
 from tssc_py.stage1 import WEIGHTS
-from tssc_py.stage1.diffusion import Diffusion, Progress, ScheduleConfig
+from tssc_py.stage1.diffusion import Diffusion, Model, Progress, ScheduleConfig
 from tssc_py.stage1.model import DiTConfig, VideoDiT
 
 FLIPS = (1, 2, 4, 8)
@@ -197,7 +197,7 @@ class Stage1:
         prior = linear_prior(x, known)
         return prior, (x - prior) * self.config.scale
 
-    def _net(self, prior: torch.Tensor | None, model: nn.Module | None = None):
+    def _net(self, prior: torch.Tensor | None, model: nn.Module | None = None) -> Model:
         net = model if model is not None else self.model
         if prior is None:
             return net

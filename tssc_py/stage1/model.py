@@ -231,6 +231,17 @@ class FinalLayer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def _linear(layer: nn.Module) -> nn.Linear:
+    """``layer``, a linear one that an ``nn.Sequential`` index gives as a plain Module."""
+    assert isinstance(layer, nn.Linear)
+    return layer
+
+
+def _zero(layer: nn.Linear) -> None:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
 class VideoDiT(nn.Module):
     """Pixel-space video DiT denoising a one-channel 2D+t sequence.
 
@@ -265,17 +276,16 @@ class VideoDiT(nn.Module):
         self.apply(_basic_init)
         w = self.patch_embed.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        assert self.patch_embed.bias is not None  # built with one
         nn.init.zeros_(self.patch_embed.bias)
         nn.init.normal_(self.known_embed.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        nn.init.normal_(_linear(self.t_embedder.mlp[0]).weight, std=0.02)
+        nn.init.normal_(_linear(self.t_embedder.mlp[2]).weight, std=0.02)
         for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+            assert isinstance(block, DiTBlock)  # a ModuleList gives plain Modules
+            _zero(_linear(block.adaLN_modulation[-1]))
+        _zero(_linear(self.final_layer.adaLN_modulation[-1]))
+        _zero(self.final_layer.linear)
 
     def pos_embed(self, t: int, h: int, w: int, device: torch.device) -> torch.Tensor:
         """Fixed spatial + temporal sin-cos embedding, cached per (T, h, w, device) -> (T, N, D)."""

@@ -168,6 +168,7 @@ class RefineNet(nn.Module):
             [_conv(2 * widths[i], widths[i]) for i in reversed(range(cfg.down))]
         )
         self.head = nn.Conv3d(widths[0], 1, 3, padding=1)
+        assert self.head.bias is not None  # built with one
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 

@@ -139,7 +139,8 @@ class _LinearScan(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        decay, h = ctx.saved_tensors
+        # Torch gives backward a ctx with saved_tensors; the FunctionCtx stub lacks it.
+        decay, h = ctx.saved_tensors  # type: ignore[attr-defined]
         following = torch.zeros_like(decay)
         following[:, :, :-1] = decay[:, :, 1:]
         g = _doubling(following, grad, reverse=True)

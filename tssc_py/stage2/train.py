@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
-from tssc_py.methods import get_method
+from tssc_py.methods import Method, get_method
 from tssc_py.metrics import cross_slice_error, psnr, ssim
 from tssc_py.prepare import load_record, record_path
 from tssc_py.signals import deferred_sigterm
@@ -96,7 +96,7 @@ class TrainConfig(RunOptions):
 
     def refine_config(self) -> RefineConfig:
         """The network's config: the preset with the given overrides."""
-        overrides = {"backend": self.backend}
+        overrides: dict[str, str | int] = {"backend": self.backend}
         if self.channels is not None:
             overrides["channels"] = self.channels
         if self.blocks is not None:
@@ -164,21 +164,24 @@ def train(
     # Everything that can be refused is checked before stage 1 runs over the cohort.
     _, val_subjects = hold_out(subjects, config.val_subjects, str)
     device = resolve_device(config.device)
-    runner = None
+    # The stage-1 method to run, or the folder of its outputs.
+    producer: Method | Path
     if stage1 is not None:
         options = {**(stage1_options or {}), "checkpoint": stage1, "device": config.device}
-        runner = get_method("diffusion", **options)
-        source = runner.settings()
+        producer = get_method("diffusion", **options)
+        source = producer.settings()
     else:
-        source = outputs_source(Path(stage1_outputs))
+        assert stage1_outputs is not None  # exactly one of the two, checked above
+        producer = Path(stage1_outputs)
+        source = outputs_source(producer)
     # Older checkpoints did not record their stage-1 outputs: they resume unchecked.
     if run.saved is not None and "stage1" in run.saved.config:
         run.check_saved("stage1", source, "was trained on other stage-1 outputs")
-    if runner is not None:
+    if isinstance(producer, Method):
         cache = run.out / "stage1_outputs"
-        generated = generate_stage1(images, cache, runner, show_progress)
+        generated = generate_stage1(images, cache, producer, show_progress)
     else:
-        generated = outputs_folder(Path(stage1_outputs), subjects)
+        generated = outputs_folder(producer, subjects)
     pairs = sorted(load_pairs(images, generated), key=lambda p: p.subject)
     train_pairs = [p for p in pairs if p.subject not in val_subjects]
     val_pairs = [p for p in pairs if p.subject in val_subjects]
