@@ -36,9 +36,12 @@ def test_both_recipes_pin_the_same_torch_and_mamba_ssm() -> None:
 
 def test_pinned_torch_satisfies_every_requirement() -> None:
     torch = Version(_torch_pins()[0])
-    specs: list[Requirement] = []
-    # The project's and its installed dependencies' torch requirements (monai's: torch>=2.8.0).
-    for dist in ("tssc", "monai", "ptwt", "pytorch-msssim"):
+    # The project's own (from pyproject.toml: the checkout may run uninstalled) and its installed
+    # dependencies' torch requirements (monai's: torch>=2.8.0).
+    pyproject = (REPO / "pyproject.toml").read_text()
+    specs = [Requirement(r) for r in re.findall(r'^\s*"(torch[<>=!~,.0-9]*)"', pyproject, re.M)]
+    assert len(specs) == 1
+    for dist in ("monai", "ptwt", "pytorch-msssim"):
         specs += [Requirement(r) for r in requires(dist) or [] if Requirement(r).name == "torch"]
     for spec in specs:
         if spec.marker is None or spec.marker.evaluate({"extra": ""}):
