@@ -107,6 +107,9 @@ workflow {
         ch_versions = ch_versions.mix(TRAINING.out.versions)
         def keptFolders = kept.values() as List
         checkpoints = TRAINING.out.checkpoints.toList().map { folders -> keptFolders + folders }
+        if (params.refine_checkpoint && !skipRefine) {
+            log.warn "--refine_checkpoint ${params.refine_checkpoint}: replaced by the stage-2 model trained in this run"
+        }
         ch_refine_checkpoint = TRAINING.out.refine_checkpoint
     }
     if (inference) {

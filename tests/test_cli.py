@@ -133,6 +133,17 @@ def test_run_bad_scan_in_cohort_is_named_before_any_work(tmp_path: Path) -> None
     assert (tmp_path / "run" / "report" / "report.html").is_file()
 
 
+def test_run_upsample_says_nothing_is_scored(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "a.nii.gz", blob_series((12, 12, 4, 3)))
+    run = ("tssc-run", "--input", tmp_path / "a.nii.gz", "--out", tmp_path / "run")
+    options = ("--size", 12, "--depth", 4, "--mode", "upsample", "--no-progress")
+    proc = run_cli(*run, *options, "--frames-between", 2)
+    assert "upsample mode: nothing scored (no truth), so no metrics and no report" in proc.stdout
+    assert not (tmp_path / "run" / "report").exists()
+    proc = run_cli("tssc-report", "--out", tmp_path / "rep", tmp_path / "run", check=False)
+    assert_one_line_error(proc, "is an upsample-mode run")
+
+
 def test_run_refuses_non_empty_output(tmp_path: Path) -> None:
     write_nifti(tmp_path / "a.nii.gz", blob_series((12, 12, 12, 14)))
     (tmp_path / "run").mkdir()
@@ -143,7 +154,7 @@ def test_run_refuses_non_empty_output(tmp_path: Path) -> None:
     assert_one_line_error(proc, "output folder is not empty")
 
 
-def test_interpolate_unknown_method_is_a_usage_error(tmp_path: Path) -> None:
+def test_bad_option_values_are_one_line_errors(tmp_path: Path) -> None:
     proc = run_cli(
         "tssc-interpolate",
         "--chunk",
@@ -154,8 +165,24 @@ def test_interpolate_unknown_method_is_a_usage_error(tmp_path: Path) -> None:
         tmp_path / "o.npz",
         check=False,
     )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "magic" in proc.stderr
+    assert_one_line_error(proc, "Invalid value for '--method': 'magic' is not one of")
+    scan = tmp_path / "s.nii.gz"
+    for args, message in [
+        (["--frames-between", "3"], "'--frames-between': is only used with --mode upsample"),
+        (["--frames", "1"], "'--frames': 1 is not in the range x>=2"),
+        (["--bogus"], "No such option '--bogus'"),
+    ]:
+        proc = run_cli(
+            "tssc-prepare", "--scan", scan, "--out", tmp_path / "p.nii", *args, check=False
+        )
+        assert_one_line_error(proc, message)
+        assert proc.returncode == 1 and not (tmp_path / "p.nii").exists()
+    # --mode is read first wherever it stands: the same option after it is accepted.
+    proc = run_cli(
+        "tssc-prepare", "--scan", scan, "--out", tmp_path / "p.nii", "--frames-between", "3",
+        "--mode", "upsample", check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "no such file")
 
 
 def test_diffusion_without_checkpoint_is_one_clear_error(tmp_path: Path) -> None:

@@ -46,6 +46,17 @@ def test_select_frames_defaults_and_ranges() -> None:
     assert select_frames(30, PrepareConfig(start_frame=3, end_frame=9)) == list(range(3, 10))
     assert select_frames(30, PrepareConfig(start_frame=3, end_frame=9, frames=3)) == [3, 6, 9]
     assert select_frames(5, PrepareConfig(mode="upsample")) == [0, 1, 2, 3, 4]
+    assert select_frames(7, PrepareConfig(mode="upsample", frames=4)) == [0, 2, 4, 6]
+
+
+def test_upsample_mode_refuses_unevenly_spaced_frames() -> None:
+    # 4 of 6 frames: 0, 2, 3, 5. Evaluate mode keeps them (the paper's protocol, scored only);
+    # an upsampled series with one time step would put frames 2 and 3 at the wrong times.
+    assert select_frames(6, PrepareConfig(frames=4)) == [0, 2, 3, 5]
+    with pytest.raises(
+        TsscError, match=r"are 0, 2, 3, 5 \(gaps of 1 and 2 frames\); --frames 2 or 6 spaces"
+    ):
+        select_frames(6, PrepareConfig(mode="upsample", frames=4))
 
 
 @pytest.mark.parametrize(
@@ -194,6 +205,19 @@ def test_almost_empty_scan_names_the_percentiles() -> None:
         Scan(data, np.eye(4)), PrepareConfig(size=8, depth=4, high_percentile=100), "s"
     )
     assert prepared.data.max() == 1.0
+
+
+def test_restore_keeps_intensities_in_the_prepared_range() -> None:
+    prepared, record = prepare_scan(_scan(), replace(EXACT, frames=3), "s")
+    beyond = prepared.data.copy()
+    beyond[..., 1] = beyond[..., 1] * 1.5 - 0.25  # a method overshooting both ends
+    before = beyond.copy()
+    restored = restore_scan(beyond, record).data
+    assert np.array_equal(beyond, before)  # the input is not clipped in place
+    assert restored.min() >= record.intensity_low and restored.max() <= record.intensity_high
+    assert restored[..., 1].min() == record.intensity_low  # reached, not passed
+    exact = restore_scan(prepared.data, record).data
+    assert np.array_equal(restored[..., [0, 2]], exact[..., [0, 2]])
 
 
 def test_restore_checks_shape() -> None:

@@ -252,6 +252,16 @@ def test_ssim_modes_are_not_mixed_within_a_dataset(tmp_path: Path) -> None:
     assert err.value.path == bad
 
 
+def test_an_upsample_run_is_named_as_such(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(TsscError, match=r"run: no \*\.frames\.csv files in this directory"):
+        report.gather([run])
+    (run / report.RUN_STATE).write_text(json.dumps({"settings": {"prepare": {"mode": "upsample"}}}))
+    with pytest.raises(TsscError, match="run: is an upsample-mode run: nothing is scored"):
+        report.gather([run])
+
+
 def test_gather_errors(tmp_path: Path, scores: Path) -> None:
     copy = tmp_path / "copy"
     _write(copy, "001", "linear", ROWS["001", "linear"][:1])

@@ -123,3 +123,26 @@ def test_files(tmp_path: Path) -> None:
         "s.chunk000.npz",
         "s.chunk001.npz",
     ]
+
+
+def test_split_refuses_another_subjects_volume(tmp_path: Path) -> None:
+    prepared, record = _prepared((6, 6, 5, 4))
+    save_record(record, tmp_path / "s.json")
+    moved = write_scan(
+        prepared.replace(affine=prepared.affine @ np.diag([1, 1, 2, 1])), tmp_path / "o.nii"
+    )
+    with pytest.raises(TsscError, match="a series of another subject") as err:
+        split_file(moved, tmp_path / "s.json", tmp_path / "chunks")
+    assert err.value.path == moved and not (tmp_path / "chunks").exists()
+
+
+def test_assembled_upsampled_series_has_the_new_time_step(tmp_path: Path) -> None:
+    prepared, record = _prepared((6, 6, 5, 3), mode="upsample", frames_between=3)
+    image = write_scan(prepared, tmp_path / "s.nii")
+    save_record(record, tmp_path / "s.json")
+    chunks = split_file(image, tmp_path / "s.json", tmp_path / "chunks")
+    filled = [interpolate_file(p, "linear", tmp_path / "filled" / p.name) for p in chunks]
+    out = read_scan(assemble_files(filled, tmp_path / "s.json", tmp_path / "filled.nii"))
+    assert out.data.shape[3] == record.n_frames == 9
+    assert out.time_step == pytest.approx(prepared.time_step / 4)
+    assert out.time_step == pytest.approx(record.restored_time_step)

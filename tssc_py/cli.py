@@ -35,6 +35,20 @@ class Command(click.Command):
         kwargs.setdefault("context_settings", CONTEXT)
         super().__init__(*args, **kwargs)
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # A bad option value is bad input like any other: one line and status 1, not click's
+        # usage text and status 2 (--help still prints the whole help).
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise click.ClickException(exc.format_message()) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         raise_on_sigterm()
         try:
@@ -75,12 +89,23 @@ def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 _DEFAULT = PrepareConfig()
 
+
+def _upsample_only(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """Refuse --frames-between given without --mode upsample (the scan's own frames would be
+    hidden and predicted instead)."""
+    given = ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.DEFAULT
+    if given and ctx.params.get("mode") != "upsample":
+        raise click.BadParameter("is only used with --mode upsample", ctx, param)
+    return value
+
+
 prepare_options = compose(
     click.option(
         "--mode",
         type=click.Choice(MODES),
         default=_DEFAULT.mode,
         show_default=True,
+        is_eager=True,  # read before --frames-between, wherever it stands on the command line
         help="evaluate: first and last of the chosen frames are known, the frames between "
         "are hidden, predicted and scored. upsample: every pair of consecutive chosen "
         "frames gets --frames-between new frames; nothing is scored.",
@@ -124,6 +149,7 @@ prepare_options = compose(
         type=click.IntRange(min=1),
         default=_DEFAULT.frames_between,
         show_default=True,
+        callback=_upsample_only,
         help="upsample mode: new frames generated between each pair of acquired frames.",
     ),
     click.option(

@@ -32,14 +32,20 @@ from tssc_py.io import read_scan, scan_shape, scan_suffix, write_scan
 from tssc_py.methods import Method, fill_chunk, get_method, method_names
 from tssc_py.metrics import check_scored_shape, check_ssim_shape, write_subject_metrics
 from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record, select_frames
-from tssc_py.report import FILLED, PREPARED, check_label, folder_label, write_report
+from tssc_py.report import (
+    FILLED,
+    PREPARED,
+    RUN_STATE,
+    check_label,
+    folder_label,
+    write_report,
+)
 from tssc_py.samplesheet import Subject, read_inputs
 from tssc_py.signals import stop_if_terminated
 from tssc_py.slices import assemble_chunks, split_volume
 from tssc_py.stage2 import REFINED, REFINES
 from tssc_py.stage2.refine import Refiner, load_refiner
 
-RUN_STATE = "run.json"
 """The run's settings and the subjects it finished, in OUT: what ``--resume`` continues from."""
 
 

@@ -190,7 +190,18 @@ def select_frames(n_available: int, config: PrepareConfig) -> list[int]:
             f"fewer frames than needed: {frames} frames asked, the series has "
             f"{end - start + 1} between frames {start} and {end}"
         )
-    return [int(v) for v in np.round(np.linspace(start, end, frames))]
+    chosen = [int(v) for v in np.round(np.linspace(start, end, frames))]
+    gaps = sorted(set(np.diff(chosen).tolist()))
+    if config.mode == "upsample" and len(gaps) > 1:
+        # The new frames would be spaced evenly between unevenly spaced acquired ones: the
+        # series' single time step would put frames at the wrong times.
+        fits = [n for n in range(2, end - start + 2) if (end - start) % (n - 1) == 0]
+        raise TsscError(
+            f"upsample mode needs evenly spaced frames: {frames} frames between frames {start} "
+            f"and {end} are {', '.join(map(str, chosen))} (gaps of {gaps[0]} and {gaps[-1]} "
+            f"frames); --frames {' or '.join(map(str, fits))} spaces them evenly"
+        )
+    return chosen
 
 
 def _index_map(in_size: tuple[int, int], out_size: tuple[int, int], z_offset: int) -> np.ndarray:
@@ -417,7 +428,8 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
     Returns:
         A scan on the source grid with the source affine (and NIfTI header or ITK geometry),
         ``n_frames`` frames ``restored_time_step`` apart, in the source data type (integers are
-        rounded and clipped to the type's range).
+        rounded and clipped to the type's range). Values outside [0, 1] are clipped first: the
+        restored intensities stay within the preparation's percentile range.
 
     Raises:
         TsscError: if the volume does not have the prepared shape.
@@ -442,6 +454,9 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
     for t in range(record.n_frames):
         # Undo the depth padding first: it shrinks the data the resampling has to touch.
         frame = _fit_depth(volume[..., t].astype(np.float32, copy=False), nz, -record.z_offset)
+        # Model space is [0, 1], the preparation's intensity range; a learned method may step
+        # outside it (e.g. negative intensities in a magnitude image), the truth never does.
+        frame = np.clip(frame, 0.0, 1.0)
         values = resample_inplane(frame, (nx, ny), antialias=False).astype(np.float64)
         values *= scale
         values += record.intensity_low

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -55,6 +56,8 @@ PREPARED = "prepared"
 """Folder of a run holding each subject's prepared truth and its record."""
 FILLED = "filled"
 """Folder of a run holding ``METHOD/SUBJECT.nii.gz``, filled series in model space."""
+RUN_STATE = "run.json"
+"""A run's settings and finished subjects (:func:`tssc_py.pipeline.run_cohort`)."""
 EXAMPLE_FRAMES = 6
 SUMMARY_TABLE_COLUMNS = (
     "dataset",
@@ -97,6 +100,17 @@ def check_label(label: str) -> str:
     return check_subject_id(label, what="dataset label")
 
 
+def _nothing_scored(folder: Path) -> str:
+    """Why ``folder`` has no per-frame CSVs: an upsample run, or none were written there."""
+    try:
+        mode = json.loads((folder / RUN_STATE).read_text())["settings"]["prepare"]["mode"]
+    except (OSError, ValueError, KeyError, TypeError):
+        mode = None
+    if mode == "upsample":
+        return "is an upsample-mode run: nothing is scored in upsample mode, nothing to report"
+    return f"no {PATTERN} files in this directory"
+
+
 def _csv_files(paths: Sequence[Path]) -> list[Path]:
     """The per-frame CSVs named by ``paths`` (directories searched recursively), each once."""
     files: list[Path] = []
@@ -105,7 +119,7 @@ def _csv_files(paths: Sequence[Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.rglob(PATTERN) if p.is_file())
             if not found:
-                raise TsscError(f"no {PATTERN} files in this directory", path)
+                raise TsscError(_nothing_scored(path), path)
         elif path.is_file():
             found = [path]
         else:

@@ -160,9 +160,10 @@ def split_file(
 ) -> list[Path]:
     """Split a prepared volume into chunk files ``out/{subject}.chunkNNN.npz``."""
     rec = load_record(record)
-    volume = read_scan(prepared).data
+    scan = read_scan(prepared)
     with about(prepared):
-        chunks = split_volume(volume, rec, chunk_size)
+        check_model_space(scan.data.shape, rec, filled=False, affine=scan.affine)
+        chunks = split_volume(scan.data, rec, chunk_size)
     paths = [out / chunk_name(rec.subject, i) for i in range(len(chunks))]
     with outputs(overwrite) as group:
         for chunk, path in zip(chunks, paths, strict=True):
@@ -175,9 +176,10 @@ def split_file(
 
 
 def filled_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
-    """The filled series as a scan in prepared space (prepared geometry)."""
+    """The filled series as a scan in prepared space (prepared geometry, the filled series'
+    time step: in upsample mode the acquired step over ``frames_between + 1``)."""
     return Scan(
-        volume, np.asarray(record.prepared_affine), record.prepared_time_step, record.time_unit
+        volume, np.asarray(record.prepared_affine), record.restored_time_step, record.time_unit
     )
 
 

@@ -72,7 +72,9 @@ def test_windows(known: list[int], n: int, length: int, expected: list) -> None:
 
 
 def test_windows_gap_too_large() -> None:
-    with pytest.raises(TsscError, match="window is 12 frames"):
+    with pytest.raises(
+        TsscError, match=r"window is 12 frames \(in upsample mode: --frames-between 10 at most"
+    ):
         windows([0, 20], 21, 12)
 
 
