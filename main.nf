@@ -32,6 +32,9 @@ workflow {
     if (params.mode == 'train' && !params.train_input && !synthTrain) {
         error '--train_input (a samplesheet) is required in --mode train'
     }
+    if (params.frames_between != null && params.mode != 'upsample') {
+        error "--frames_between is only used with --mode upsample (--mode ${params.mode})"
+    }
 
     // Every learned method's checkpoint, by kind: those given, then those trained in this run,
     // which replace a given one of the same kind. A learned method with neither stops the run

@@ -215,3 +215,13 @@ def test_versions_name_the_device_a_process_ran_on(process: Process) -> None:
     tool, versions = script[0], next(c for c in script if c.name == VERSIONS)
     runs_on_device = "--device" in dict(tool.options())
     assert ("--device" in dict(versions.options())) == runs_on_device, process.name
+
+
+def test_frames_between_reaches_only_upsample_preparations() -> None:
+    # tssc-prepare refuses --frames-between outside upsample mode, and the training subjects
+    # are prepared in evaluate mode in the same run as an upsample cohort.
+    module = (REPO / "modules/local/prepare/main.nf").read_text()
+    lines = [line for line in module.splitlines() if "'--frames-between'" in line]
+    assert len(lines) == 1 and "meta.mode == 'upsample' ? params.frames_between : null" in lines[0]
+    main = (REPO / "main.nf").read_text()
+    assert "params.frames_between != null && params.mode != 'upsample'" in main

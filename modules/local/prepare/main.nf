@@ -24,7 +24,7 @@ process PREPARE {
         ${optionArg('--frames', params.frames)} \\
         ${optionArg('--size', params.size)} \\
         ${optionArg('--depth', params.depth)} \\
-        ${optionArg('--frames-between', params.frames_between)} \\
+        ${optionArg('--frames-between', meta.mode == 'upsample' ? params.frames_between : null)} \\
         ${optionArg('--low-percentile', params.low_percentile)} \\
         ${optionArg('--high-percentile', params.high_percentile)} \\
         ${args}
