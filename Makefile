@@ -9,12 +9,16 @@ STAMP := $(VENV)/.tssc-installed
 DEMO := demo_out
 # pytest workers: the test suite is CPU-bound and the machines have 2 cores.
 JOBS ?= 2
+# Where torch comes from: empty, pip's own configuration (the project's machines hold the CPU
+# wheel); elsewhere https://download.pytorch.org/whl/cpu, as PyPI's Linux wheel is the CUDA one.
+TORCH_INDEX ?=
 
 .PHONY: install test lint typecheck demo benchmark stage1-cpu stage2-cpu baselines-cpu clean
 
 $(STAMP): pyproject.toml $(wildcard bin/tssc-*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0 \
+	  $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 

@@ -19,6 +19,7 @@ from tssc_py.metrics import SSIM_MODES
 from tssc_py.prepare import MODES, PrepareConfig
 from tssc_py.signals import Terminated, raise_on_sigterm, sigterm_received
 from tssc_py.stage1 import DEVICES, WEIGHTS
+from tssc_py.stage1.interpolator import FLIPS
 from tssc_py.stage2.ssm import BACKENDS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,9 +115,11 @@ prepare_options = compose(
         "--frames",
         type=click.IntRange(min=2),
         default=None,
-        help="Number of evenly spaced frames, round(linspace(start, end, N)). Default: 12 "
-        "over the whole series in evaluate mode; every frame between --start-frame and "
-        "--end-frame when either is given; every frame in upsample mode.",
+        help="Number of frames, spread as evenly as possible: round(linspace(start, end, N)); "
+        "upsample mode needs them evenly spaced (N-1 dividing end - start). At least 3 in "
+        "evaluate mode. Default: 12 over the whole series in evaluate mode; every frame "
+        "between --start-frame and --end-frame when either is given; every frame in upsample "
+        "mode.",
     ),
     click.option(
         "--start-frame",
@@ -150,7 +153,8 @@ prepare_options = compose(
         default=_DEFAULT.frames_between,
         show_default=True,
         callback=_upsample_only,
-        help="upsample mode: new frames generated between each pair of acquired frames.",
+        help="upsample mode (refused in evaluate mode): new frames generated between each "
+        "pair of acquired frames.",
     ),
     click.option(
         "--low-percentile",
@@ -239,11 +243,12 @@ model_options = compose(
     ),
     click.option(
         "--flips",
-        type=click.IntRange(min=1),
+        type=click.Choice([str(n) for n in FLIPS]),
         default=None,
-        help="diffusion: flipped copies of each slice sequence averaged (1, 2: and reversed "
-        "in time, 4: and flipped in x, 8: and in y); each costs one more sampling run. "
-        "[default: 8]",
+        callback=lambda ctx, param, value: None if value is None else int(value),
+        help="diffusion: copies of each slice sequence sampled and averaged: 1 (none), 2 (and "
+        "reversed in time), 4 (and those flipped in x), 8 (and those flipped in y); each "
+        "copy costs one more sampling run. [default: 8]",
     ),
     click.option(
         "--weights",
@@ -254,8 +259,9 @@ model_options = compose(
     click.option(
         "--compile/--no-compile",
         default=None,
-        help="diffusion: on a GPU, compile the network (torch.compile): about a minute once "
-        "per process, then faster sampling. Ignored on a CPU. [default: no-compile]",
+        help="diffusion: on a GPU, compile the network (torch.compile): about 45 s once per "
+        "process (measured on an H100), then faster sampling. Ignored on a CPU. "
+        "[default: no-compile]",
     ),
 )
 """Options of the methods that run a trained model (None: the method's default)."""
