@@ -44,6 +44,24 @@ def test_known_frames_bit_for_bit_and_deterministic(checkpoint: Path) -> None:
     assert not np.array_equal(a, c)
 
 
+def test_a_slice_does_not_depend_on_its_chunk_batch_or_neighbours(checkpoint: Path) -> None:
+    stack = np.concatenate([_stack(seed=2), _stack(seed=3)])  # 6 slices
+    stack[4] = stack[1]  # the same sequence at two places: the same result
+
+    def fill(part: np.ndarray, batch_size: int = 16, seed: int = 0) -> np.ndarray:
+        method = get_method(
+            "diffusion", checkpoint=checkpoint, steps=2, eta=1.0, batch_size=batch_size, seed=seed
+        )
+        return interpolate(part, [0, 5], method)
+
+    whole = fill(stack)
+    np.testing.assert_array_equal(np.concatenate([fill(stack[:1]), fill(stack[1:])]), whole)
+    np.testing.assert_array_equal(fill(stack, batch_size=1), whole)
+    np.testing.assert_array_equal(fill(stack[::-1].copy())[::-1], whole)
+    np.testing.assert_array_equal(whole[4], whole[1])
+    assert not np.array_equal(fill(stack, seed=1), whole)
+
+
 def test_long_series_in_windows_and_padding_slices(checkpoint: Path) -> None:
     # The checkpoint's window is 6 frames; 3 acquired frames with 4 new frames between them.
     stack = _stack(11)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -14,6 +15,18 @@ from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods.base import Method, register
 from tssc_py.stage1.interpolator import check_flips, load_stage1, windows
+
+
+def slice_generator(seed: int, known_frames: np.ndarray) -> torch.Generator:
+    """One slice sequence's own noise source, from the seed and the sequence's known frames.
+
+    A slice's result then depends neither on the chunk nor on the batch it is filled in, nor on
+    its neighbours (a generator shared by a chunk gave every chunk, and every subject, the same
+    noise: one-slice chunks made neighbouring slices artificially alike).
+    """
+    digest = zlib.crc32(np.ascontiguousarray(known_frames, dtype=np.float32).tobytes())
+    high, low = np.random.SeedSequence([seed, digest]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(high) << 32 | int(low))
 
 
 @register
@@ -98,7 +111,7 @@ class Diffusion(Method):
             )
         out = stack.copy()
         active = np.flatnonzero(np.abs(stack[:, list(known)]).reshape(len(stack), -1).max(axis=1))
-        gen = torch.Generator().manual_seed(self.seed)
+        noise = {row: slice_generator(self.seed, stack[row, list(known)]) for row in active}
         mask = np.zeros(stack.shape[1], dtype=bool)
         mask[list(known)] = True
         for start, stop in windows(known, stack.shape[1], config.frames):
@@ -113,7 +126,7 @@ class Diffusion(Method):
                         k,
                         self.steps,
                         self.eta,
-                        gen,
+                        [noise[row] for row in rows],
                         model=self.network,
                         samples=self.samples,
                         flips=self.flips,

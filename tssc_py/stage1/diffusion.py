@@ -26,7 +26,7 @@ standard practice (DDPM, DDIM) and is small here; a "zero terminal SNR" rescale 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +36,9 @@ from tssc_py.errors import TsscError
 
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], Any]
+Noise = torch.Generator | Sequence[torch.Generator] | None
+"""A sampler's noise source: one generator for the batch, or one per batch row, whose draws
+then do not depend on the rows beside it (how a volume was cut into batches)."""
 
 PREDICTIONS = ("epsilon", "v", "x0")
 
@@ -215,7 +218,7 @@ class Diffusion:
         known: torch.Tensor,
         steps: int = 50,
         eta: float = 0.0,
-        generator: torch.Generator | None = None,
+        generator: Noise = None,
         progress: Progress | None = None,
     ) -> torch.Tensor:
         """DDIM sampling (Song et al. 2021) over an evenly spaced sub-sequence of timesteps.
@@ -227,7 +230,8 @@ class Diffusion:
             known: ``(B, T)`` bool mask of known frames.
             steps: Number of model calls, ``1 <= steps <= schedule steps``.
             eta: 0 for deterministic DDIM, 1 for DDPM-like stochasticity.
-            generator: Source of the starting noise (and of ``z`` when ``eta > 0``).
+            generator: Source of the starting noise (and of ``z`` when ``eta > 0``): one
+                generator, or one per batch row (:data:`Noise`).
             progress: Called as ``progress(i, total)`` after step ``i`` (0-based).
 
         Returns:
@@ -267,7 +271,7 @@ class Diffusion:
         model: Model,
         x_known: torch.Tensor,
         known: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: Noise = None,
         progress: Progress | None = None,
     ) -> torch.Tensor:
         """Ancestral DDPM sampling over all schedule steps (no clipping of ``x0_hat``).
@@ -328,6 +332,17 @@ def _where(generator: torch.Generator | None, like: torch.Tensor) -> torch.devic
     return generator.device if generator is not None else like.device
 
 
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    noise = torch.randn(x.shape, generator=generator, device=_where(generator, x), dtype=x.dtype)
+def _randn_like(x: torch.Tensor, generator: Noise) -> torch.Tensor:
+    if generator is None or isinstance(generator, torch.Generator):
+        where = _where(generator, x)
+        noise = torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype)
+    else:
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+        noise = torch.stack(
+            [
+                torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype)
+                for g in generator
+            ]
+        )
     return noise.to(x.device)

@@ -30,7 +30,7 @@ from torch import nn
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.errors import TsscError
 from tssc_py.stage1 import WEIGHTS
-from tssc_py.stage1.diffusion import Diffusion, Model, Progress, ScheduleConfig
+from tssc_py.stage1.diffusion import Diffusion, Model, Noise, Progress, ScheduleConfig
 from tssc_py.stage1.model import DiTConfig, VideoDiT
 
 FLIPS = (1, 2, 4, 8)
@@ -240,7 +240,7 @@ class Stage1:
         known: torch.Tensor,
         steps: int = 25,
         eta: float = 0.0,
-        generator: torch.Generator | None = None,
+        generator: Noise = None,
         model: nn.Module | None = None,
         progress: Progress | None = None,
         samples: int = 1,
@@ -253,7 +253,7 @@ class Stage1:
             known: ``(B, T)`` bool.
             steps: DDIM steps.
             eta: DDIM eta.
-            generator: Noise source.
+            generator: Noise source: one generator, or one per row of the batch.
             model: Weights to use instead of ``self.model`` (e.g. the EMA copy).
             progress: Passed to the sampler.
             samples: Independent samples averaged into the result. One sample is a sharp,
