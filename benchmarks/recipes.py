@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import pandas as pd
 
 from tssc_py.atomic import atomic_path, check_folder
 from tssc_py.errors import TsscError
+from tssc_py.io import scan_shape
 from tssc_py.prepare import PrepareConfig, prepare_file
 from tssc_py.synth import write_cohort
 
@@ -146,7 +146,7 @@ def check_cohort(folder: Path, kind: str, subjects: int) -> None:
         )
     expected = (SIZE, SIZE, DEPTH, FRAMES)
     for row in rows:
-        shape = tuple(nib.load(folder / str(row["scan"])).shape)
+        shape = scan_shape(folder / str(row["scan"]))
         if shape != expected:
             raise TsscError(
                 f"holds {row['scan']} of shape {shape}, this recipe makes {expected}: use "
