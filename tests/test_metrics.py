@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,12 +13,11 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from tests.conftest import run_cli
 from tssc_py import metrics
 from tssc_py.errors import TsscError
 from tssc_py.io import Scan
 from tssc_py.prepare import PrepareConfig, prepare_scan, save_record
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _pair(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -272,9 +269,7 @@ def test_only_the_scans_own_slices_are_scored(tmp_path: Path, z_offset: int) -> 
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(REPO / "bin" / "tssc-metrics"), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    return run_cli("tssc-metrics", *args, check=False)
 
 
 def test_cli(case: dict[str, Path], tmp_path: Path) -> None:

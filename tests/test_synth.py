@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.conftest import run_cli
 from tssc_py import synth
 from tssc_py.errors import TsscError
 from tssc_py.io import read_scan
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = {"size": 32, "depth": 8, "frames": 6}
 
 
@@ -226,29 +224,27 @@ def test_output_folder_that_is_a_file(tmp_path):
         synth.write_cohort(tmp_path / "taken", "knee", subjects=1, size=16, depth=1, frames=2)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(REPO / "bin" / "tssc-synth"), *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+def _synth(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("tssc-synth", *args, check=False)
 
 
 @pytest.mark.slow
 def test_cli(tmp_path):
     out = tmp_path / "demo"
     options = ["--kind", "knee", "--subjects", "2", "--size", "16", "--depth", "2"]
-    done = run_cli(*options, "--frames", "3", "--seed", "7", "--out", str(out))
+    done = _synth(*options, "--frames", "3", "--seed", "7", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert str(out) in done.stdout
     rows = read_sheet(out / "samplesheet.csv")
     assert [row["scan"] for row in rows] == ["knee_000.nii.gz", "knee_001.nii.gz"]
     assert nib.load(out / "knee_001.nii.gz").shape == (16, 16, 2, 3)
-    again = run_cli(*options, "--frames", "3", "--out", str(out))
+    again = _synth(*options, "--frames", "3", "--out", str(out))
     assert again.returncode == 1
     assert "Error:" in again.stderr and "Traceback" not in again.stderr
-    assert run_cli(*options, "--frames", "3", "--out", str(out), "--overwrite").returncode == 0
+    assert _synth(*options, "--frames", "3", "--out", str(out), "--overwrite").returncode == 0
 
 
 def test_cli_help():
-    done = run_cli("--help")
+    done = _synth("--help")
     assert done.returncode == 0
     assert "--kind [cardiac|knee]" in done.stdout and "--overwrite" in done.stdout

@@ -167,6 +167,25 @@ def test_ssim_term_adds_to_the_loss_and_reaches_the_network() -> None:
     assert stage1.loss(x, all_known, torch.Generator(), w_ssim=0.5).item() == 0.0
 
 
+def test_ssim_term_is_float32_under_bf16_autocast() -> None:
+    # Autocast runs SSIM's convolutions in bf16 unless the loss turns it off, and bf16 loses
+    # SSIM's variances (differences of nearly equal means): CUDA training learned from noise.
+    # The untrained network predicts a zero residual, so both runs score the same frames.
+    stage1 = Stage1(_config(size=(16, 16)))
+    x = _moving_square(n=16) * 0.5 + 0.3 + 0.05 * torch.rand(2, 6, 16, 16)
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 5]] = True
+
+    def ssim_term() -> float:
+        with_ssim = stage1.loss(x, known, torch.Generator().manual_seed(3), w_ssim=1.0)
+        plain = stage1.loss(x, known, torch.Generator().manual_seed(3))
+        return (with_ssim - plain).item()
+
+    expected = ssim_term()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ssim_term() == pytest.approx(expected, abs=1e-6)
+
+
 def test_overfits_one_batch() -> None:
     torch.manual_seed(0)
     stage1 = Stage1(_config())

@@ -13,6 +13,7 @@ import torch
 
 from tests.conftest import make_prepared, run_cli, tiny_train_config
 from tssc_py.checkpoint import load_checkpoint
+from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.io import read_scan, write_scan
 from tssc_py.methods import fill_chunk, get_method
@@ -22,6 +23,7 @@ from tssc_py.stage1.train import train as train_stage1
 from tssc_py.stage2.data import CropSampler, generate_stage1, load_pairs, outputs_folder
 from tssc_py.stage2.model import build_refine
 from tssc_py.stage2.refine import load_refine, refine_file, refine_series, refine_volume
+from tssc_py.stage2.ssm import resolve_backend
 from tssc_py.stage2.train import LOG_COLUMNS, TrainConfig, train
 
 
@@ -172,7 +174,8 @@ def test_refine_cli(prepared: Path, outputs: Path, tmp_path: Path) -> None:
         "--tile",
         8,
     )
-    assert "state-space backend: torch" in proc.stdout
+    backend = resolve_backend("auto", resolve_device("auto"))  # mamba_ssm on a GPU with it
+    assert f"state-space backend: {backend}" in proc.stdout
     refined, filled = read_scan(out).data, read_scan(outputs / "s0.nii").data
     np.testing.assert_array_equal(refined[..., [0, 7]], filled[..., [0, 7]])
     # A series that is not the record's (here a slice short) is refused before any work.

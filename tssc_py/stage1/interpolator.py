@@ -227,11 +227,14 @@ class Stage1:
         if prior is not None:
             frames = prior + frames
         unknown = ~known.to(device=x.device, dtype=torch.bool)
-        # float32: SSIM's variances are differences of nearly equal means.
         pred, truth = frames[unknown][:, None].float(), x[unknown][:, None].float()
         if not len(pred):
             return mse
-        return mse + w_ssim * (1 - ssim(pred, truth, data_range=1.0, size_average=True))
+        # float32 with autocast off: SSIM's variances are differences of nearly equal means,
+        # which bf16 convolutions (autocast casts them) lose; its gradient was mostly rounding
+        # noise in CUDA training (cosine 0.15-0.6 to the float32 gradient).
+        with torch.autocast(x.device.type, enabled=False):
+            return mse + w_ssim * (1 - ssim(pred, truth, data_range=1.0, size_average=True))
 
     @torch.no_grad()
     def sample(
