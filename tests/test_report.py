@@ -158,7 +158,7 @@ def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) 
     assert text.loc[("knee", "tssc"), "MAE"] == "0.0040 ± 0.0010"
     assert text.loc[("knee", "tssc"), "SSIM"] == "0.9700 ± 0.0100"
     assert text.loc[("knee", "linear"), "CROSS_SLICE"] == "0.0080 ± 0.0030"
-    assert text.loc[("cardiac", "linear"), "PSNR"] == "27.00 ± 0.00"
+    assert text.loc[("cardiac", "linear"), "PSNR"] == "27.00"  # one subject: no spread
 
     ablation = report.ablation(cohort).set_index("metric")
     assert set(ablation["dataset"]) == {"knee"}  # cardiac lacks both methods
@@ -174,6 +174,29 @@ def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) 
     worse = cohort.assign(mae=np.where(cohort["method"] == "tssc", 1.0, cohort["mae"]))
     assert report.ablation(worse).set_index("metric").loc["mae", "better"] == "diffusion"
     assert report.ablation(cohort[cohort["method"] != "tssc"]).empty
+
+    paired = report.paired(cohort)
+    assert list(paired.columns) == list(report.PAIRED_COLUMNS)
+    assert set(paired["dataset"]) == {"knee"}  # cardiac has linear alone
+    assert list(dict.fromkeys(paired["method"])) == ["diffusion", "tssc"]
+    assert set(paired["baseline"]) == {"linear"}
+    psnr = paired.set_index(["method", "metric"]).loc["diffusion", "psnr"]
+    # Per subject: 35 - 31 and 39 - 37.
+    assert (psnr["baseline_mean"], psnr["baseline_std"]) == pytest.approx((34.0, 3.0))
+    assert (psnr["method_mean"], psnr["method_std"]) == pytest.approx((37.0, 2.0))
+    assert (psnr["difference_mean"], psnr["difference_std"]) == pytest.approx((3.0, 1.0))
+    assert (psnr["subjects"], psnr["better_subjects"], psnr["better"]) == (2, 2, "diffusion")
+    ssim = paired.set_index(["method", "metric"]).loc["diffusion", "ssim"]
+    assert ssim["difference_mean"] == pytest.approx(0.12)  # 0.93 - 0.85, 0.96 - 0.80
+    # Better on one subject only, worse on average: both counts are shown.
+    mixed = cohort.assign(
+        mae=np.where(
+            (cohort["method"] == "tssc") & (cohort["subject"] == "002"), 0.5, cohort["mae"]
+        )
+    )
+    mae = report.paired(mixed).set_index(["method", "metric"]).loc["tssc", "mae"]
+    assert (mae["better_subjects"], mae["better"]) == (1, "linear")
+    assert report.paired(cohort[cohort["method"] == "linear"]).empty
 
 
 def test_infinite_psnr_and_empty_cross_slice(tmp_path: Path) -> None:
@@ -192,7 +215,7 @@ def test_infinite_psnr_and_empty_cross_slice(tmp_path: Path) -> None:
     text = report.comparison(summary)
     assert text["PSNR"].item() == "inf"
     assert text["MAE"].item() == "0.0080 ± 0.0030"
-    assert text["CROSS_SLICE"].item() == "nan"
+    assert text["CROSS_SLICE"].item() == ""  # missing, as in the CSVs: not the text "nan"
     png = report._png(report.plot_psnr_per_frame(frames))
     assert png.startswith(PNG_MAGIC)
     assert path.is_file()
@@ -212,15 +235,63 @@ def test_plot_marks_infinite_frames_at_the_top(tmp_path: Path) -> None:
     fig = report.plot_psnr_per_frame(report.gather_datasets({"d": [tmp_path / "d"]}))
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
-    copy_y = np.asarray(lines["copy"].get_ydata(), dtype=float)
+    copy_y = np.asarray(lines["copy (n=2)"].get_ydata(), dtype=float)
     assert math.isnan(copy_y[0])  # not the finite subject's 21 dB
     assert copy_y[1:].tolist() == [21.0, 31.0]
-    assert lines["blend"].get_ydata().tolist() == [24.0, 25.0, 21.0]
+    assert lines["blend (n=2)"].get_ydata().tolist() == [24.0, 25.0, 21.0]
     markers = [line for line in ax.get_lines() if line.get_marker() == "^"]
     assert len(markers) == 1 and markers[0].get_xdata().tolist() == [1]
-    assert markers[0].get_color() == lines["copy"].get_color()
+    assert markers[0].get_color() == lines["copy (n=2)"].get_color()
     assert markers[0].get_ydata()[0] == ax.get_ylim()[1] > 31.0
     assert "infinite" in ax.get_title()
+
+
+def test_plot_colours_counts_and_markers_side_by_side(tmp_path: Path) -> None:
+    # Dataset a: methods first seen as blend, copy; dataset b: copy, blend, one subject of
+    # blend. Both exact at frame 1 of b, so their markers must not cover each other.
+    row = (0.1, 20.0, 0.5, 0.1)
+    exact = (0.0, math.inf, 1.0, 0.1)
+    for method in ("blend", "copy"):
+        _write(tmp_path / "a", "s1", method, [(1, *row), (2, *row)])
+        _write(tmp_path / "b", "s1", method, [(1, *exact), (2, *row), (3, *row)])
+    _write(tmp_path / "b", "s2", "copy", [(1, *row), (2, *row), (3, *row)])
+    b = tmp_path / "b"
+    frames = report.gather_datasets({"a": [tmp_path / "a"], "b": [b / "s1.copy.frames.csv", b]})
+    fig = report.plot_psnr_per_frame(frames)
+    colours = []
+    for ax in fig.axes[:2]:
+        drawn = {line.get_label(): line.get_color() for line in ax.get_lines()}
+        colours.append({label.split(" ")[0]: c for label, c in drawn.items() if "(n=" in label})
+    assert colours[0] == colours[1]  # a method keeps its colour in every panel
+    assert sorted(colours[1]) == ["blend", "copy"]
+    labels = [line.get_label() for line in fig.axes[1].get_lines() if "(n=" in line.get_label()]
+    assert sorted(labels) == ["blend (n=1)", "copy (n=2)"]
+    markers = [line for line in fig.axes[1].get_lines() if line.get_marker() == "^"]
+    assert len(markers) == 2
+    xs = [float(m.get_xdata()[0]) for m in markers]
+    assert xs[0] != xs[1] and all(abs(x - 1) < 0.5 for x in xs)
+
+
+def test_names_from_the_csvs(tmp_path: Path) -> None:
+    # Pandas reads NA, None or nan as missing by default: valid subject ids all the same.
+    for subject in ("NA", "None", "nan"):
+        _write(tmp_path / "ok", subject, "linear", [(1, 0.1, 20.0, 0.5, math.nan)])
+    frames = report.gather([tmp_path / "ok"])
+    assert sorted(set(frames["subject"])) == ["NA", "None", "nan"]
+    assert frames["cross_slice"].isna().all()
+    bad = _write(tmp_path / "bad", "s1", "$\\foo$", [(1, 0.1, 20.0, 0.5, 0.1)])
+    with pytest.raises(TsscError, match=r"method name '\$\\\\foo\$' has characters") as err:
+        report.gather([bad])
+    assert err.value.path == bad
+
+
+def test_notes_on_different_subject_sets(scores: Path) -> None:
+    frames = report.gather_datasets({"knee": [scores]})
+    cohort, _ = report.summarise(frames)
+    assert report.subject_notes(cohort) == []
+    fewer = cohort[~((cohort["method"] == "tssc") & (cohort["subject"] == "002"))]
+    (note,) = report.subject_notes(fewer)
+    assert "Dataset knee" in note and "diffusion 2, linear 2, tssc 1" in note
 
 
 def test_ssim_modes_are_not_mixed_within_a_dataset(tmp_path: Path) -> None:
@@ -374,8 +445,9 @@ def test_write_report(scores: Path, run: Path, tmp_path: Path) -> None:
     written = report.write_report(out, [scores], [("blobs", run)])
     names = [p.name for p in written]
     assert names == [
-        "comparison.csv", "ablation.csv", "summary.csv", "cohort.csv", "frames.csv",
-        "psnr_per_frame.png", "examples.blobs.png", "errors.blobs.png", "report.html",
+        "comparison.csv", "paired.csv", "ablation.csv", "summary.csv", "cohort.csv",
+        "frames.csv", "psnr_per_frame.png", "examples.blobs.png", "errors.blobs.png",
+        "report.html",
     ]  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     comparison = pd.read_csv(out / "comparison.csv")
@@ -390,6 +462,11 @@ def test_write_report(scores: Path, run: Path, tmp_path: Path) -> None:
             assert mean == pytest.approx(table[m].mean(), rel=1e-9)
             assert std == pytest.approx(np.std(table[m], ddof=0), rel=1e-6)
     assert pd.read_csv(out / "ablation.csv")["dataset"].unique().tolist() == ["knee"]
+    paired = pd.read_csv(out / "paired.csv")
+    assert paired.groupby("dataset")["method"].unique().map(list).to_dict() == {
+        "knee": ["diffusion", "tssc"],
+        "blobs": ["nearest"],
+    }
 
     for name in names:
         if name.endswith(".png"):
@@ -397,12 +474,13 @@ def test_write_report(scores: Path, run: Path, tmp_path: Path) -> None:
             assert image.ndim == 3 and min(image.shape[:2]) > 200
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "http" not in page and "<script" not in page and "<link" not in page
-    assert page.count("<table") == 5
-    for name in names[:5]:
+    assert page.count("<table") == 6
+    for name in names[:6]:
         assert f"({name})</h2>" in page
-    for name in names[5:8]:
+    for name in names[6:9]:
         assert base64.b64encode((out / name).read_bytes()).decode("ascii") in page
-    assert "34.00 ± 3.00" in page and "PSNR ↑" in page and "CROSS_SLICE ↓" in page
+    assert "34.00 ± 3.00" in page and "PSNR (dB) ↑" in page and "CROSS_SLICE ↓" in page
+    assert "Note:" not in page  # every method has every subject of its dataset
 
     before = (out / "frames.csv").read_bytes()
     with pytest.raises(TsscError, match="output exists"):
@@ -421,6 +499,9 @@ def test_write_report(scores: Path, run: Path, tmp_path: Path) -> None:
 def test_no_ablation_without_both_methods(scores: Path, tmp_path: Path) -> None:
     written = report.write_report(tmp_path / "r", [scores / "linear", scores / "diffusion"])
     assert "ablation.csv" not in [p.name for p in written]
+    assert "paired.csv" in [p.name for p in written]
+    alone = report.write_report(tmp_path / "alone", [scores / "linear"])
+    assert "paired.csv" not in [p.name for p in alone]  # nothing to pair linear with
     assert pd.read_csv(tmp_path / "r" / "comparison.csv")["dataset"].tolist() == ["knee"] * 2
     assert "(ablation.csv)" not in (tmp_path / "r" / "report.html").read_text()
 

@@ -59,6 +59,10 @@ FILLED = "filled"
 RUN_STATE = "run.json"
 """A run's settings and finished subjects (:func:`tssc_py.pipeline.run_cohort`)."""
 EXAMPLE_FRAMES = 6
+OPTIONAL_TABLES = ("paired.csv", "ablation.csv")
+"""Tables written only when they have rows (an earlier report's are removed on overwrite)."""
+LEGEND_INSIDE = 4
+"""Above this many methods the per-frame plot's legend goes beside the panel, off the data."""
 SUMMARY_TABLE_COLUMNS = (
     "dataset",
     "method",
@@ -75,6 +79,18 @@ COMPARISON_COLUMNS = (
 )
 DECIMALS = {"mae": 4, "psnr": 2, "ssim": 4, "cross_slice": 4}
 """Decimals of each metric in the comparison texts (the errors are in hundredths)."""
+BASELINE = "linear"
+"""The method every other is compared with subject by subject (:func:`paired`)."""
+PAIRED_COLUMNS = (
+    "dataset",
+    "method",
+    "baseline",
+    "metric",
+    "subjects",
+    *(f"{name}_{s}" for name in ("baseline", "method", "difference") for s in ("mean", "std")),
+    "better_subjects",
+    "better",
+)
 ABLATION_COLUMNS = (
     "dataset",
     "metric",
@@ -135,7 +151,13 @@ def _csv_files(paths: Sequence[Path]) -> list[Path]:
 def _read_frames(path: Path) -> pd.DataFrame:
     """One per-frame CSV, checked."""
     try:
-        table = pd.read_csv(path, dtype={"subject": str, "method": str, "ssim_mode": str})
+        # Only an empty field is missing: ids such as NA, None or nan are valid subjects.
+        table = pd.read_csv(
+            path,
+            dtype={"subject": str, "method": str, "ssim_mode": str},
+            keep_default_na=False,
+            na_values=[""],
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
         raise TsscError("not a per-frame metrics CSV", path) from None
     if "cross_slice" not in table.columns:
@@ -154,6 +176,10 @@ def _read_frames(path: Path) -> pd.DataFrame:
         raise TsscError("has no rows", path)
     if table[["subject", "method", "frame"]].isna().any().any():
         raise TsscError("has rows with an empty subject, method or frame", path)
+    # They name figures and files and are set into plots: the same rule as everywhere else.
+    for column in ("subject", "method"):
+        for name in table[column].unique():
+            check_subject_id(name, path, what=f"{column} {'id' if column == 'subject' else 'name'}")
     numeric = table[["frame", *METRICS]].apply(pd.to_numeric, errors="coerce")
     # cross_slice may be empty (NaN: a single-slice volume); anything else must be a number.
     required = numeric.drop(columns="cross_slice").isna()
@@ -254,9 +280,15 @@ def _mean_std(values: np.ndarray) -> tuple[float, float]:
     return mean, std
 
 
-def _text(mean: float, std: float, decimals: int) -> str:
+def _text(mean: float, std: float, decimals: int, subjects: int) -> str:
+    """``mean ± std``; the mean alone for one subject (no spread was measured), ``inf`` for
+    an infinite mean and an empty text for a missing one (no cross-slice error)."""
+    if np.isnan(mean):
+        return ""
     if not np.isfinite(mean):
         return str(mean)
+    if subjects == 1:
+        return f"{mean:.{decimals}f}"
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
@@ -306,23 +338,54 @@ def comparison(summary: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         Columns ``dataset, method, subjects, ssim_mode, MAE, PSNR, SSIM, CROSS_SLICE``, texts
-        such as ``33.26 ± 2.58`` (:data:`DECIMALS`; ``inf`` or ``nan`` where the mean is not
-        finite).
+        such as ``33.26 ± 2.58`` (:data:`DECIMALS`; the mean alone for one subject, ``inf``
+        for an infinite mean, empty for a missing one).
     """
     table = summary[["dataset", "method", "subjects", "ssim_mode"]].copy()
     for m in METRICS:
-        pairs = zip(summary[f"{m}_mean"], summary[f"{m}_std"], strict=True)
-        table[m.upper()] = [_text(mean, std, DECIMALS[m]) for mean, std in pairs]
+        rows = zip(summary[f"{m}_mean"], summary[f"{m}_std"], summary["subjects"], strict=True)
+        table[m.upper()] = [_text(mean, std, DECIMALS[m], n) for mean, std, n in rows]
     return table[list(COMPARISON_COLUMNS)]
 
 
-def _better(metric: str, difference: float) -> str:
+def _improves(metric: str, difference: np.ndarray | float) -> np.ndarray:
+    """Where a difference ``method - baseline`` of ``metric`` favours the method."""
+    return np.less(difference, 0) if metric in LOWER_IS_BETTER else np.greater(difference, 0)
+
+
+def _better(metric: str, difference: float, method: str, baseline: str) -> str:
+    """The name of the better of ``method`` and ``baseline`` by their mean difference
+    ``method - baseline``; ``equal``, or empty when the difference is not finite."""
     if not np.isfinite(difference):
         return ""
     if difference == 0:
         return "equal"
-    improved = difference < 0 if metric in LOWER_IS_BETTER else difference > 0
-    return REFINED if improved else REFINES
+    return method if _improves(metric, difference) else baseline
+
+
+def _paired_rows(
+    dataset: str, table: pd.DataFrame, method: str, baseline: str
+) -> list[dict[str, object]]:
+    """Per metric: the differences ``method - baseline`` over the subjects scored by both."""
+    ours = table[table["method"] == method].set_index("subject")
+    theirs = table[table["method"] == baseline].set_index("subject")
+    subjects = [s for s in ours.index if s in theirs.index]
+    if not subjects:
+        return []
+    rows = []
+    for m in METRICS:
+        after = ours.loc[subjects, m].to_numpy(dtype=np.float64)
+        before = theirs.loc[subjects, m].to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            difference = after - before
+        row: dict[str, object] = {"dataset": dataset, "metric": m, "subjects": len(subjects)}
+        for name, values in ((baseline, before), (method, after)):
+            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
+        row["difference_mean"], row["difference_std"] = _mean_std(difference)
+        row["better_subjects"] = int(_improves(m, difference).sum())
+        row["better"] = _better(m, float(row["difference_mean"]), method, baseline)
+        rows.append(row)
+    return rows
 
 
 def ablation(cohort: pd.DataFrame) -> pd.DataFrame:
@@ -342,37 +405,57 @@ def ablation(cohort: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for dataset, table in cohort.groupby("dataset", sort=False):
-        stage1 = table[table["method"] == REFINES].set_index("subject")
-        full = table[table["method"] == REFINED].set_index("subject")
-        subjects = [s for s in stage1.index if s in full.index]
-        if not subjects:
-            continue
-        for m in METRICS:
-            before = stage1.loc[subjects, m].to_numpy(dtype=np.float64)
-            after = full.loc[subjects, m].to_numpy(dtype=np.float64)
-            with np.errstate(invalid="ignore"):
-                difference = after - before
-            row: dict[str, object] = {"dataset": dataset, "metric": m, "subjects": len(subjects)}
-            for name, values in ((REFINES, before), (REFINED, after)):
-                row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
-            shift, spread = _mean_std(difference)
-            row["difference_mean"], row["difference_std"] = shift, spread
-            row["better"] = _better(m, shift)
-            rows.append(row)
+        rows += _paired_rows(str(dataset), table, REFINED, REFINES)
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+
+
+def paired(cohort: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """Every method against ``baseline``, subject by subject.
+
+    The comparison table's spreads are between subjects, which differ far more than methods
+    do: a method better on every subject can look level there. Here only the subjects scored
+    by both count, and the difference is taken per subject.
+
+    Args:
+        cohort: The cohort table of :func:`summarise`.
+        baseline: The method the others are compared with.
+
+    Returns:
+        One row per dataset, method (other than ``baseline``, sharing subjects with it) and
+        metric: ``dataset, method, baseline, metric, subjects``, ``baseline_mean, baseline_std,
+        method_mean, method_std`` over the shared subjects, ``difference_mean,
+        difference_std`` of ``method - baseline``, ``better_subjects`` (subjects on which the
+        method is better) and ``better`` (the better by the mean difference, ``equal``, or
+        empty when not finite). Empty when no method shares subjects with ``baseline``.
+    """
+    rows = []
+    for dataset, table in cohort.groupby("dataset", sort=False):
+        methods = [m for m in dict.fromkeys(table["method"]) if m != baseline]
+        for method in methods:
+            for row in _paired_rows(str(dataset), table, method, baseline):
+                row["baseline_mean"] = row.pop(f"{baseline}_mean")
+                row["baseline_std"] = row.pop(f"{baseline}_std")
+                row["method_mean"] = row.pop(f"{method}_mean")
+                row["method_std"] = row.pop(f"{method}_std")
+                rows.append({**row, "method": method, "baseline": baseline})
+    return pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
 
 
 def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
     """Mean PSNR over subjects per frame index, one line and ±std band per method.
 
-    One panel per dataset; the std is over subjects (ddof=0). A frame whose PSNR is infinite
+    One panel per dataset; the std is over subjects (ddof=0); each method keeps its colour in
+    every panel and its legend entry gives its subjects (``n``). A frame whose PSNR is infinite
     in some subject (predicted exactly) has an infinite mean, as in the tables: it cannot be
-    drawn as a value, so it is marked by a triangle at the top of the panel and breaks the line.
+    drawn as a value, so it is marked by a triangle at the top of the panel (side by side where
+    several methods are exact at one frame) and breaks the line.
 
     Args:
         frames: Per-frame scores as returned by :func:`gather_datasets`.
     """
     datasets = list(dict.fromkeys(frames["dataset"]))
+    # One colour per method in every panel (matplotlib's cycle, in first-seen order).
+    colors = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(frames["method"]))}
     # A bare Figure (Agg canvas) rather than pyplot: no display, no global backend switch.
     fig = Figure(figsize=(7 * len(datasets), 4.5), dpi=120)
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
@@ -380,6 +463,8 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
         subset = frames[frames["dataset"] == dataset]
         infinite: list[tuple[np.ndarray, str]] = []
         for method, table in subset.groupby("method", sort=False):
+            color = colors[str(method)]
+            label = f"{method} (n={table['subject'].nunique()})"
             psnr = table.groupby("frame")["psnr"]
             x = np.asarray(psnr.mean().index)
             mean = psnr.mean().to_numpy()
@@ -388,23 +473,31 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
             finite = np.isfinite(mean)
             shown = np.where(finite, mean, np.nan)
             if finite.sum() == 1:  # a band of one frame has no width: an error bar instead
-                (line, *_) = ax.errorbar(
+                ax.errorbar(
                     x[finite],
                     shown[finite],
                     yerr=std[finite],
                     marker="o",
                     capsize=4,
-                    label=str(method),
+                    color=color,
+                    label=label,
                 )
-            else:
-                (line,) = ax.plot(x, shown, marker="o", markersize=3, label=str(method))
-                ax.fill_between(x, shown - std, shown + std, color=line.get_color(), alpha=0.2)
+            elif finite.any():
+                ax.plot(x, shown, marker="o", markersize=3, color=color, label=label)
+                ax.fill_between(x, shown - std, shown + std, color=color, alpha=0.2)
+            else:  # nothing to draw but the markers: keep the method in the legend
+                ax.plot([], [], marker="^", linestyle="none", color=color, label=label)
             if not finite.all():
-                infinite.append((x[~finite], line.get_color()))
+                infinite.append((x[~finite], color))
+        if infinite and not np.isfinite(subset["psnr"]).any():
+            ax.set_ylim(0, 1)  # no finite value sets a scale: the markers alone, no numbers
+            ax.set_yticks([])
         top = ax.get_ylim()[1]
-        for x_inf, color in infinite:
+        # Methods exact at the same frame: side by side, not one over the other.
+        width = 0.5 / len(infinite) if infinite else 0.0
+        for k, (x_inf, color) in enumerate(infinite):
             ax.plot(
-                x_inf,
+                x_inf + (k - (len(infinite) - 1) / 2) * width,
                 np.full(len(x_inf), top),
                 linestyle="none",
                 marker="^",
@@ -425,12 +518,15 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
         over = f"{high}" if low == high else f"{low}-{high}"
         ax.set_xlabel("Frame index (in the filled series)")
         ax.set_ylabel("PSNR (dB)")
-        title = f"{dataset}: PSNR per frame (mean ± std over {over} subject(s))"
+        title = f"{dataset}: PSNR per frame (mean ± std over {over} subject(s) per frame)"
         if infinite:
             title += "\n▲ at the top: infinite (a frame predicted exactly in some subject)"
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-        ax.legend(title="Method")
+        if subset["method"].nunique() > LEGEND_INSIDE:
+            ax.legend(title="Method", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+        else:
+            ax.legend(title="Method")
     fig.tight_layout()
     return fig
 
@@ -569,8 +665,15 @@ def plot_errors(example: Example) -> Figure:
     for row, error in zip(axes, errors, strict=True):
         for j, ax in enumerate(row):
             image = ax.imshow(error[..., j].T, cmap="inferno", vmin=0, vmax=top, origin="lower")
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="|prediction - truth|")
-    fig.suptitle(f"{example.dataset}: absolute error, subject {example.subject}")
+    fig.colorbar(
+        image,
+        ax=axes.ravel().tolist(),
+        shrink=0.8,
+        label="|prediction - truth| (model intensity, 0 to 1)",
+    )
+    fig.suptitle(
+        f"{example.dataset}: absolute error, subject {example.subject}, slice {example.slice}"
+    )
     return fig
 
 
@@ -597,17 +700,36 @@ def _arrow(column: str) -> str:
     metric = column.lower()
     if metric not in METRICS:
         return column
-    return f"{column} {'↓' if metric in LOWER_IS_BETTER else '↑'}"
+    unit = " (dB)" if metric == "psnr" else ""
+    return f"{column}{unit} {'↓' if metric in LOWER_IS_BETTER else '↑'}"
+
+
+def subject_notes(cohort: pd.DataFrame) -> list[str]:
+    """One sentence per dataset whose methods were not all scored on the same subjects."""
+    notes = []
+    for dataset, table in cohort.groupby("dataset", sort=False):
+        sets = {m: frozenset(t["subject"]) for m, t in table.groupby("method", sort=False)}
+        if len(set(sets.values())) > 1:
+            counts = ", ".join(f"{m} {len(s)}" for m, s in sets.items())
+            notes.append(
+                f"Dataset {dataset}: the methods were scored on different subjects ({counts}), "
+                "so their means in the comparison are over different subjects; the paired "
+                "table compares each method with the baseline on the subjects both have."
+            )
+    return notes
 
 
 def render_html(
-    tables: Sequence[tuple[str, str, pd.DataFrame]], figures: Sequence[tuple[str, bytes]]
+    tables: Sequence[tuple[str, str, pd.DataFrame]],
+    figures: Sequence[tuple[str, bytes]],
+    notes: Sequence[str] = (),
 ) -> str:
     """A self-contained page: tables as HTML, figures embedded as base64 PNG.
 
     Args:
         tables: ``(title, file name, table)`` per table, in page order.
         figures: ``(file name, PNG bytes)`` per figure, in page order.
+        notes: Sentences shown above the tables (see :func:`subject_notes`).
     """
     lower = ", ".join(m for m in METRICS if m in LOWER_IS_BETTER)
     higher = ", ".join(m for m in METRICS if m not in LOWER_IS_BETTER)
@@ -616,8 +738,10 @@ def render_html(
         f"<title>tssc report</title>\n<style>{STYLE}</style>\n</head>\n<body>",
         "<h1>tssc report</h1>",
         f"<p>Lower is better (↓) for {html.escape(lower)}; higher is better (↑) for "
-        f"{html.escape(higher)}. Means and population standard deviations are over "
-        "subjects; a subject's score is the mean over its predicted frames.</p>",
+        f"{html.escape(higher)}; PSNR in dB. Means and population standard deviations are "
+        "over subjects (the mean alone for one subject); a subject's score is the mean over "
+        "its predicted frames.</p>",
+        *(f"<p><strong>Note:</strong> {html.escape(note)}</p>" for note in notes),
     ]
     for title, name, table in tables:
         shown = table.rename(columns=_arrow)
@@ -657,8 +781,9 @@ def write_report(
     Returns:
         In ``out``: ``frames.csv`` (per frame), ``cohort.csv`` (per subject), ``summary.csv``
         (per dataset and method: means and stds), ``comparison.csv`` (the same as
-        ``mean ± std`` texts), ``ablation.csv`` (only when a dataset has both ``diffusion``
-        and ``tssc``), ``psnr_per_frame.png``, ``examples.DATASET.png`` and
+        ``mean ± std`` texts), ``paired.csv`` (every method against ``linear``, only when
+        another method shares subjects with it), ``ablation.csv`` (only when a dataset has
+        both ``diffusion`` and ``tssc``), ``psnr_per_frame.png``, ``examples.DATASET.png`` and
         ``errors.DATASET.png`` (for each dataset folder that is a ``tssc-run`` output with
         filled series) and ``report.html``; all are written, or none.
 
@@ -672,12 +797,17 @@ def write_report(
     cohort, summary = summarise(frames)
     tables = [
         ("Comparison: mean ± std over subjects", "comparison.csv", comparison(summary)),
+        (
+            f"Paired: each method against {BASELINE}, subject by subject",
+            "paired.csv",
+            paired(cohort),
+        ),
         ("Ablation: stage 1 alone against both stages", "ablation.csv", ablation(cohort)),
         ("Summary per dataset and method", "summary.csv", summary),
         ("Per subject", "cohort.csv", cohort),
         ("Per frame", "frames.csv", frames),
     ]
-    tables = [t for t in tables if not (t[1] == "ablation.csv" and t[2].empty)]
+    tables = [t for t in tables if not (t[1] in OPTIONAL_TABLES and t[2].empty)]
     methods = list(dict.fromkeys(frames["method"]))
     figures = [("psnr_per_frame.png", _png(plot_psnr_per_frame(frames)))]
     for label, folders in grouped.items():
@@ -698,12 +828,16 @@ def write_report(
             written.append(out / name)
             group.path(written[-1]).write_bytes(png)
         written.append(out / "report.html")
-        page = render_html(tables, figures)
+        page = render_html(tables, figures, subject_notes(cohort))
         group.path(written[-1]).write_text(page, encoding="utf-8")
     if overwrite:
         # What an earlier report wrote and this one does not (an ablation, another dataset's
         # figures) would pass for part of this one.
-        earlier = [out / "ablation.csv", *out.glob("examples.*.png"), *out.glob("errors.*.png")]
+        earlier = [
+            *(out / name for name in OPTIONAL_TABLES),
+            *out.glob("examples.*.png"),
+            *out.glob("errors.*.png"),
+        ]
         for stale in set(earlier) - set(written):
             stale.unlink(missing_ok=True)
     return written

@@ -14,7 +14,7 @@ process REPORT {
     path filled  , stageAs: 'cohort/filled/*'       // METHOD/ folders of its filled series
 
     output:
-    path 'report/*.csv'      , emit: tables   // comparison, ablation (diffusion and tssc), summary, cohort, frames
+    path 'report/*.csv'      , emit: tables   // comparison, paired (methods vs linear), ablation (diffusion and tssc), summary, cohort, frames
     path 'report/*.png'      , emit: figures  // psnr_per_frame, examples.DATASET, errors.DATASET
     path 'report/report.html', emit: html
     path 'versions.yml'      , emit: versions
@@ -34,7 +34,7 @@ process REPORT {
     stub:
     """
     mkdir -p report
-    touch report/comparison.csv report/ablation.csv report/summary.csv report/cohort.csv report/frames.csv
+    touch report/comparison.csv report/paired.csv report/ablation.csv report/summary.csv report/cohort.csv report/frames.csv
     touch report/psnr_per_frame.png ${shellQuote("report/examples.${dataset}.png")} ${shellQuote("report/errors.${dataset}.png")}
     touch report/report.html
 
