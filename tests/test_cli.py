@@ -129,7 +129,7 @@ def test_run_bad_scan_in_cohort_is_named_before_any_work(tmp_path: Path) -> None
     run_cli(*run, *options)
     proc = run_cli(*run, "--size", 11, "--depth", 12, "--no-progress", "--resume", check=False)
     assert_one_line_error(proc, "run.json", "other settings (prepare.size differs)")
-    assert "resuming: 2 of 2 subjects already done" in run_cli(*run, *options, "--resume").stdout
+    assert "resuming: 2 of 2 subjects already done" in run_cli(*run, *options, "--resume").stderr
     assert (tmp_path / "run" / "report" / "report.html").is_file()
 
 

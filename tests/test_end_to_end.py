@@ -171,7 +171,7 @@ def test_train_stage1_then_use_it(tmp_path: Path) -> None:
     )
     run_cli(*train, "--steps", 3)
     proc = run_cli(*train, "--steps", 5, "--resume")
-    assert "step 5: val PSNR" in proc.stdout
+    assert "step 5: val PSNR" in proc.stderr
     log = pd.read_csv(tmp_path / "train" / "log.csv")
     assert list(log["step"]) == [3, 5] and log["val_psnr"].notna().all()
     checkpoint = tmp_path / "train" / "checkpoint"

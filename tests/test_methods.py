@@ -99,6 +99,14 @@ def test_too_few_known_frames_and_bad_indices() -> None:
         interpolate(stack, [0, 12], get_method("linear"))
     with pytest.raises(TsscError, match="slices, frames, x, y"):
         interpolate(stack[0], [0, 11], get_method("linear"))
+    mask = np.zeros(12, dtype=bool)
+    mask[[0, 11]] = True
+    with pytest.raises(TsscError, match="got a boolean mask"):  # it read as frames 0 and 1
+        interpolate(stack, mask, get_method("linear"))
+    broken = stack.copy()
+    broken[0, 11, 2, 2] = np.nan
+    with pytest.raises(TsscError, match=r"the input's known frame\(s\) \[0, 11\] hold NaN"):
+        interpolate(broken, [0, 11], get_method("linear"))  # not blamed on the method
 
 
 def test_fill_chunk_records_the_method(tmp_path: Path) -> None:
@@ -114,3 +122,14 @@ def test_register_refuses_duplicates() -> None:
 
         register(type("Again", (_Spy,), {"name": "linear"}))
     assert _REGISTRY["linear"].__name__ == "Linear"
+
+
+def test_register_again_from_a_rerun_notebook_cell() -> None:
+    from tssc_py.methods import register
+
+    try:
+        first = register(type("Mean", (_Spy,), {"name": "mean_of_ends"}))
+        again = register(type("Mean", (_Spy,), {"name": "mean_of_ends"}))  # the cell, re-run
+        assert again is not first and _REGISTRY["mean_of_ends"] is again
+    finally:
+        _REGISTRY.pop("mean_of_ends", None)

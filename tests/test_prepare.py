@@ -15,6 +15,7 @@ from tssc_py.errors import TsscError
 from tssc_py.io import Scan, read_scan, write_scan
 from tssc_py.prepare import (
     PrepareConfig,
+    known_frame_indices,
     load_record,
     percentiles,
     prepare_file,
@@ -224,6 +225,45 @@ def test_restore_checks_shape() -> None:
     prepared, record = prepare_scan(_scan(), replace(EXACT, frames=3), "s")
     with pytest.raises(TsscError, match="the record expects"):
         restore_scan(prepared.data[:, :, :, :2], record)
+
+
+def test_restore_refuses_nan() -> None:
+    # An integer output type would get an arbitrary value for NaN (0 here, once).
+    prepared, record = prepare_scan(_scan(), replace(EXACT, frames=3), "s")
+    broken = prepared.data.copy()
+    broken[1, 2, 3, 1] = np.nan
+    broken[0, 0, 0, 2] = np.inf
+    with pytest.raises(TsscError, match=r"contains 2 NaN or infinite value\(s\) \(subject s\)"):
+        restore_scan(broken, record)
+
+
+def test_prepare_checks_a_scan_made_in_memory() -> None:
+    # read_scan checks files; a scan built from the user's own loader gets the same checks.
+    data = blob_series((24, 24, 6, 8), dtype=np.float32)
+    data[3, 3, 3, 3] = np.nan
+    with pytest.raises(TsscError, match=r"subject s: contains 1 NaN or infinite voxel\(s\)"):
+        prepare_scan(Scan(data, OBLIQUE), EXACT, "s")
+    with pytest.raises(TsscError, match="holds complex64 values"):
+        prepare_scan(Scan(data.astype(np.complex64), OBLIQUE), EXACT, "s")
+    with pytest.raises(TsscError, match="must be a NumPy array, got list"):
+        prepare_scan(Scan(data.tolist(), OBLIQUE), EXACT, "s")  # type: ignore[arg-type]
+    with pytest.raises(TsscError, match=r"is 3D \(24x24x6\), a 4D"):
+        prepare_scan(Scan(data[..., 0], OBLIQUE), EXACT, "s")
+    # Its id names files (chunks, scores): the rule of every other entry point.
+    for subject in ("../escaped", ""):
+        with pytest.raises(TsscError, match="has characters other than"):
+            prepare_scan(_scan(), replace(EXACT, frames=3), subject)
+
+
+def test_known_frame_indices() -> None:
+    assert known_frame_indices([5, 0, np.int64(2), 0], 6) == [0, 2, 5]
+    mask = np.array([True, False, False, False, False, True])
+    with pytest.raises(TsscError, match="got a boolean mask"):
+        known_frame_indices(mask, 6)  # would read as frames 0 and 1
+    with pytest.raises(TsscError, match=r"integer frame indices, got 1\.5"):
+        known_frame_indices([0, 1.5], 6)
+    with pytest.raises(TsscError, match=r"known frame\(s\) \[6\] outside the series' 6 frames"):
+        known_frame_indices([0, 6], 6)
 
 
 def test_files_round_trip_and_record(tmp_path: Path, scan_file: Path) -> None:

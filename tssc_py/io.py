@@ -173,7 +173,7 @@ def _check_case(path: Path, suffix: str) -> None:
         raise TsscError(f"write the suffix {written} as {suffix} or {suffix.upper()}", path)
 
 
-def _check_values(dtype: np.dtype, affine: np.ndarray, path: Path) -> None:
+def _check_values(dtype: np.dtype, affine: np.ndarray, path: str | Path | None) -> None:
     """What a header shows to be unusable: values that are not real numbers, a degenerate
     voxel-to-world matrix."""
     if dtype.kind not in "iuf":
@@ -203,7 +203,7 @@ def _unreadable(exc: Exception, path: Path) -> TsscError:
     return TsscError(f"not a readable image ({reason[:200]})", path)
 
 
-def _check_ndim(shape: tuple[int, ...], ndim: int | None, path: Path) -> None:
+def _check_ndim(shape: tuple[int, ...], ndim: int | None, path: str | Path | None) -> None:
     if ndim is not None and len(shape) != ndim:
         size = "x".join(str(s) for s in shape)
         want = "a 4D (x, y, z, t) series" if ndim == 4 else f"a {ndim}D image"
@@ -266,14 +266,34 @@ def read_scan(path: str | Path, ndim: int | None = 4) -> Scan:
     except _READ_ERRORS as exc:
         raise _unreadable(exc, path) from None
     scan.data = _squeeze_trailing(scan.data)
-    _check_ndim(scan.data.shape, ndim, path)
-    _check_values(scan.data.dtype, scan.affine, path)
-    if np.issubdtype(scan.data.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(scan.data)))
+    return check_scan(scan, path, ndim)
+
+
+def check_scan(scan: Scan, where: str | Path | None = None, ndim: int | None = 4) -> Scan:
+    """Return ``scan`` if the methods can work on it (what :func:`read_scan` checks of a file,
+    for a scan made in memory).
+
+    Args:
+        scan: The scan.
+        where: What error messages name (the file, or a subject).
+        ndim: Required number of dimensions, or None.
+
+    Raises:
+        TsscError: if its data is not a NumPy array of real numbers with ``ndim`` dimensions,
+            holds NaN or infinite values or values beyond float32, or its voxel-to-world matrix
+            is degenerate.
+    """
+    data = scan.data
+    if not isinstance(data, np.ndarray):
+        raise TsscError(f"scan data must be a NumPy array, got {type(data).__name__}", where)
+    _check_ndim(data.shape, ndim, where)
+    _check_values(data.dtype, np.asarray(scan.affine, dtype=np.float64), where)
+    if np.issubdtype(data.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:
-            raise TsscError(f"contains {bad} NaN or infinite voxel(s)", path)
-        if scan.data.dtype.itemsize > 4 and np.abs(scan.data).max() > np.finfo(np.float32).max:
-            raise TsscError("holds values beyond the float32 range the models work in", path)
+            raise TsscError(f"contains {bad} NaN or infinite voxel(s)", where)
+        if data.dtype.itemsize > 4 and np.abs(data).max() > np.finfo(np.float32).max:
+            raise TsscError("holds values beyond the float32 range the models work in", where)
     return scan
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 from tssc_py.atomic import OutputSet, outputs
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan
-from tssc_py.prepare import PrepareRecord, check_model_space, load_record
+from tssc_py.prepare import PrepareRecord, check_model_space, known_frame_indices, load_record
 from tssc_py.samplesheet import check_subject_id
 
 if TYPE_CHECKING:
@@ -191,12 +191,10 @@ def check_known_frames(known_frames: Sequence[int], n_frames: int) -> list[int]:
     """The known frames as a sorted list of unique ints.
 
     Raises:
-        TsscError: if a frame is outside ``0 .. n_frames - 1`` or nothing is left to score.
+        TsscError: As :func:`~tssc_py.prepare.known_frame_indices`, or if nothing is left to
+            score.
     """
-    known = sorted({int(t) for t in known_frames})
-    bad = [t for t in known if not 0 <= t < n_frames]
-    if bad:
-        raise TsscError(f"known frame(s) {bad} outside the series' {n_frames} frames")
+    known = known_frame_indices(known_frames, n_frames)
     if len(known) >= n_frames:
         raise TsscError(f"no frame to score: all {n_frames} frames are known (input) frames")
     return known

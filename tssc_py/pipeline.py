@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -228,9 +229,9 @@ def run_subject(
 
 
 def run_cohort(
-    inputs: str,
+    inputs: str | Path,
     out: Path,
-    methods: Sequence[str] = ("linear", "nearest"),
+    methods: Sequence[str] | str = ("linear", "nearest"),
     config: PrepareConfig | None = None,
     chunk_size: int = 8,
     ssim_mode: str = "3d",
@@ -247,7 +248,8 @@ def run_cohort(
     Args:
         inputs: A scan file, a glob of scan files, or a samplesheet CSV.
         out: Output folder (see the module docstring for its layout).
-        methods: Registered method names.
+        methods: Registered method names (or one text of comma-separated names, as
+            ``tssc-run --methods`` takes them).
         config: Preparation options (a samplesheet's frame range overrides them per subject).
         chunk_size: Slices per chunk.
         ssim_mode: ``"3d"`` or ``"2d"``.
@@ -272,6 +274,8 @@ def run_cohort(
     if resume and overwrite:
         raise TsscError("resume and overwrite exclude each other")
     config = config or PrepareConfig()
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise TsscError("no method given")
@@ -341,9 +345,11 @@ def run_cohort(
         disable=not show_progress,
     ) as progress:
         if refiner is not None:
-            progress.write(f"stage 2 state-space backend: {refiner.backend}")
+            progress.write(f"stage 2 state-space backend: {refiner.backend}", file=sys.stderr)
         if resume:
-            progress.write(f"resuming: {len(done)} of {len(subjects)} subjects already done")
+            progress.write(
+                f"resuming: {len(done)} of {len(subjects)} subjects already done", file=sys.stderr
+            )
         for subject in subjects:
             if subject.subject in done:
                 continue

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import SimpleITK as sitk
 from tssc_py import __version__
 from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError, about
-from tssc_py.io import ItkGeometry, Scan, default_subject, read_scan, write_scan
+from tssc_py.io import ItkGeometry, Scan, check_scan, default_subject, read_scan, write_scan
 from tssc_py.samplesheet import check_subject_id
 
 MODES = ("evaluate", "upsample")
@@ -51,8 +52,8 @@ class PrepareConfig:
         size: In-plane size of the prepared frames (size x size).
         depth: Number of slices after centred zero padding or cropping.
         frames_between: New frames between each pair of known frames (upsample mode).
-        low_percentile: Percentile mapped to 0.
-        high_percentile: Percentile mapped to 1.
+        low_percentile: Percentile (in percent, 0 to 100) mapped to 0.
+        high_percentile: Percentile (in percent, 0 to 100; not a fraction) mapped to 1.
     """
 
     mode: str = "evaluate"
@@ -301,6 +302,29 @@ def percentiles(series: np.ndarray, qs: Sequence[float], integer_valued: bool) -
     return tuple(result)
 
 
+def known_frame_indices(known: Iterable[object], n_frames: int) -> list[int]:
+    """Known frames given as indices, as a sorted list of unique ints.
+
+    Raises:
+        TsscError: For a boolean mask (a mask of six frames would read as frames 0 and 1),
+            a value that is not an integer, or a frame outside ``0 .. n_frames - 1``.
+    """
+    values = list(known)
+    if any(isinstance(t, bool | np.bool_) for t in values):
+        raise TsscError(
+            "known frames are frame indices, got a boolean mask (np.flatnonzero(mask) gives them)"
+        )
+    integral = [t for t in values if isinstance(t, numbers.Integral)]
+    if len(integral) < len(values):
+        odd = next(t for t in values if not isinstance(t, numbers.Integral))
+        raise TsscError(f"known frames are integer frame indices, got {odd!r}")
+    indices = sorted({int(t) for t in integral})
+    outside = [t for t in indices if not 0 <= t < n_frames]
+    if outside:
+        raise TsscError(f"known frame(s) {outside} outside the series' {n_frames} frames")
+    return indices
+
+
 def _frame_positions(n_chosen: int, config: PrepareConfig) -> tuple[int, list[int], list[int]]:
     """(n_frames, known_frames, prepared_frames) of the filled series."""
     if config.mode == "evaluate":
@@ -328,7 +352,14 @@ def prepare_scan(
     Returns:
         The prepared float32 scan (``size x size x depth x frames``, values in [0, 1], with an
         affine that overlays the source) and the record that undoes it.
+
+    Raises:
+        TsscError: For an unsafe subject id, a scan the methods cannot work on (see
+            :func:`~tssc_py.io.check_scan`: e.g. NaN voxels), or frames or intensities that
+            ``config`` cannot prepare.
     """
+    check_subject_id(subject)
+    check_scan(scan, source or f"subject {subject}")
     chosen = select_frames(scan.data.shape[3], config)
     series = np.empty((*scan.data.shape[:3], len(chosen)), dtype=np.float32, order="F")
     for i, t in enumerate(chosen):
@@ -432,9 +463,13 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
         restored intensities stay within the preparation's percentile range.
 
     Raises:
-        TsscError: if the volume does not have the prepared shape.
+        TsscError: if the volume does not have the prepared shape or holds NaN or infinite
+            values (which no output type can carry: an integer type would get arbitrary ones).
     """
     check_model_space(volume.shape, record)
+    bad = int(np.count_nonzero(~np.isfinite(volume)))
+    if bad:
+        raise TsscError(f"contains {bad} NaN or infinite value(s) (subject {record.subject})")
     nx, ny, nz = record.original_shape[:3]
     header = None
     if record.nifti_header is not None:

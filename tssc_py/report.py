@@ -381,9 +381,10 @@ def _paired_rows(
         row: dict[str, object] = {"dataset": dataset, "metric": m, "subjects": len(subjects)}
         for name, values in ((baseline, before), (method, after)):
             row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
-        row["difference_mean"], row["difference_std"] = _mean_std(difference)
+        shift, spread = _mean_std(difference)
+        row["difference_mean"], row["difference_std"] = shift, spread
         row["better_subjects"] = int(_improves(m, difference).sum())
-        row["better"] = _better(m, float(row["difference_mean"]), method, baseline)
+        row["better"] = _better(m, shift, method, baseline)
         rows.append(row)
     return rows
 
@@ -708,7 +709,7 @@ def subject_notes(cohort: pd.DataFrame) -> list[str]:
     """One sentence per dataset whose methods were not all scored on the same subjects."""
     notes = []
     for dataset, table in cohort.groupby("dataset", sort=False):
-        sets = {m: frozenset(t["subject"]) for m, t in table.groupby("method", sort=False)}
+        sets = {str(m): frozenset(t["subject"]) for m, t in table.groupby("method", sort=False)}
         if len(set(sets.values())) > 1:
             counts = ", ".join(f"{m} {len(s)}" for m, s in sets.items())
             notes.append(

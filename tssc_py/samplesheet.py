@@ -95,11 +95,12 @@ def read_samplesheet(sheet: Path) -> list[Subject]:
     return subjects
 
 
-def read_inputs(spec: str) -> list[Subject]:
+def read_inputs(spec: str | Path) -> list[Subject]:
     """Subjects from a samplesheet (``.csv``), one scan file, or a glob of scan files.
 
     Subject ids of plain files are their names without the image suffix.
     """
+    spec = str(spec)  # a glob is text; a Path names a sheet or one file
     if spec.lower().endswith(".csv"):
         return read_samplesheet(Path(spec))
     path = Path(spec)

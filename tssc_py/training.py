@@ -265,7 +265,9 @@ class Run:
         """
         bar.close()
         if first_step >= options.steps:
-            bar.write(f"already at step {first_step}; raise --steps to train longer")
+            bar.write(
+                f"already at step {first_step}; raise --steps to train longer", file=sys.stderr
+            )
         return self.checkpoint
 
     @property

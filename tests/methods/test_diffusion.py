@@ -83,6 +83,14 @@ def test_clear_errors_for_data_that_does_not_fit(checkpoint: Path) -> None:
         get_method("diffusion", checkpoint=checkpoint.parent / "missing")
     with pytest.raises(TsscError, match="flips must be one of 1, 2, 4, 8, got 3"):
         get_method("diffusion", checkpoint=checkpoint, flips=3)
+    # Refused when the method is made, before a run does any work, not at its first fill.
+    for options, message in (
+        ({"steps": 0}, "DDIM steps must be an integer"),
+        ({"eta": -1.0}, "DDIM eta must be a finite number"),
+        ({"samples": 0}, "samples must be an integer of at least 1"),
+    ):
+        with pytest.raises(TsscError, match=message):
+            get_method("diffusion", checkpoint=checkpoint, **options)
 
 
 def test_compile_is_ignored_on_a_cpu(checkpoint: Path) -> None:

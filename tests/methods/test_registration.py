@@ -41,6 +41,17 @@ def test_demons_without_a_resolution_level_is_refused() -> None:
         demons_field(frame, frame, 50, 2.5, 0)
 
 
+def test_demons_options_reach_the_method_and_its_settings() -> None:
+    # They were dropped by get_method (and so by run_cohort), and run.json did not record them.
+    demons = get_method("demons", iterations=3, sigma=9.0, levels=1, checkpoint=None)
+    assert (demons.iterations, demons.sigma, demons.levels) == (3, 9.0, 1)
+    assert demons.settings() == {"iterations": 3, "sigma": 9.0, "levels": 1}
+    assert get_method("demons").settings() == {"iterations": 50, "sigma": 2.5, "levels": 4}
+    for bad in ({"iterations": 0}, {"levels": 2.5}, {"sigma": 0.0}, {"sigma": float("nan")}):
+        with pytest.raises(TsscError, match=r"demons (iterations|levels|sigma) must be"):
+            Demons(**bad)  # type: ignore[arg-type]
+
+
 def test_demons_recovers_a_known_translation_within_one_voxel() -> None:
     shift = np.array([3.0, -2.0])
     frame0, frame1 = _blob(), _blob(tuple(shift))
@@ -96,7 +107,7 @@ def test_each_method_takes_the_checkpoint_of_its_kind(
             "checkpoint": json.loads((baseline_checkpoints[model] / "config.json").read_text()),
             "batch_size": 16,
         }
-    assert get_method("demons").settings() == {}
+    assert get_method("demons").settings() == {"iterations": 50, "sigma": 2.5, "levels": 4}
     assert get_method("linear", checkpoint=given).name == "linear"
     with pytest.raises(TsscError, match="'uvinet' needs one 'uvinet' checkpoint, none among"):
         get_method("uvinet", checkpoint=[checkpoint, baseline_checkpoints["voxelmorph"]])

@@ -11,6 +11,7 @@ with PSNR and SSIM next to the linear blend of the same frames.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -194,7 +195,7 @@ def train(
                 if validate:
                     scores = evaluate(model, val_sequences, device, config.batch_size)
                     row.update(scores)
-                    bar.write(versus_linear_line(step, scores))
+                    bar.write(versus_linear_line(step, scores), file=sys.stderr)
                 run.log(row)
                 losses = []
             if checkpoint:

@@ -13,6 +13,7 @@ import numpy as np
 from tssc_py.atomic import atomic_path, check_writable
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.errors import TsscError, about
+from tssc_py.prepare import known_frame_indices
 from tssc_py.slices import Chunk, load_chunk, save_chunk
 
 M = TypeVar("M", bound=type["Method"])
@@ -62,8 +63,20 @@ class Method(ABC):
 
 
 def register(cls: M) -> M:
-    """Class decorator adding a method to the registry under its ``name``."""
-    if cls.name in _REGISTRY:
+    """Class decorator adding a method to the registry under its ``name``.
+
+    A class of the same module and qualified name replaces the registered one: a notebook
+    cell defining a method can run again.
+
+    Raises:
+        ValueError: If another class has that name.
+    """
+    known = _REGISTRY.get(cls.name)
+    same = known is not None and (known.__module__, known.__qualname__) == (
+        cls.__module__,
+        cls.__qualname__,
+    )
+    if known is not None and not same:
         raise ValueError(f"method {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
     return cls
@@ -122,19 +135,25 @@ def _pick_checkpoint(cls: type[Method], given: str | Path | Sequence[str | Path]
 def interpolate(stack: np.ndarray, known: Sequence[int], method: Method) -> np.ndarray:
     """Fill the unknown frames of ``stack`` with ``method``.
 
-    The method sees zeros in place of unknown frames; the result carries the input's known
-    frames unchanged, bit for bit.
+    The method sees zeros in place of unknown frames; the result is float32 and carries the
+    input's known frames (as float32: bit for bit for a float32 stack).
+
+    Args:
+        stack: ``(slices, frames, x, y)``.
+        known: Indices of the known frames (not a boolean mask).
+        method: The method.
 
     Raises:
-        TsscError: if there are fewer known frames than the method needs, a frame index is out
-            of range, or the method returns the wrong shape or non-finite values.
+        TsscError: if there are fewer known frames than the method needs, a known frame is not
+            an index in range or holds NaN or infinite values, or the method returns the wrong
+            shape or non-finite values.
     """
     if stack.ndim != 4:
         raise TsscError(f"a stack is (slices, frames, x, y), got shape {stack.shape}")
     n_frames = stack.shape[1]
-    known = sorted(set(int(t) for t in known))
-    if any(not 0 <= t < n_frames for t in known):
-        raise TsscError(f"known frames {known} outside the stack's {n_frames} frames")
+    known = known_frame_indices(known, n_frames)
+    if not np.isfinite(stack[:, known]).all():
+        raise TsscError(f"the input's known frame(s) {known} hold NaN or infinite values")
     if len(known) < method.min_known:
         raise TsscError(
             f"method {method.name!r} needs at least {method.min_known} known frames, "

@@ -14,7 +14,7 @@ from torch import nn
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods.base import Method, register
-from tssc_py.stage1.interpolator import check_flips, load_stage1, windows
+from tssc_py.stage1.interpolator import check_flips, check_samples, load_stage1, windows
 
 
 def slice_generator(seed: int, known_frames: np.ndarray) -> torch.Generator:
@@ -92,6 +92,9 @@ class Diffusion(Method):
             raise TsscError(f"batch size must be at least 1, got {batch_size}")
         self.device = resolve_device(device)
         self.stage1 = load_stage1(checkpoint, weights, self.device)
+        # Checked here, not at the first fill: a run then stops before any work.
+        self.stage1.diffusion.check_ddim(steps, eta)
+        check_samples(samples)
         self.checkpoint = Path(checkpoint)
         self.steps, self.eta, self.seed, self.batch_size = steps, eta, seed, batch_size
         check_flips(flips)

@@ -112,8 +112,14 @@ class Demons(PairMethod):
     """
 
     name = "demons"
+    options = ("iterations", "sigma", "levels")
 
     def __init__(self, iterations: int = 50, sigma: float = 2.5, levels: int = 4) -> None:
+        for option, value in (("iterations", iterations), ("levels", levels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TsscError(f"demons {option} must be a positive integer, got {value!r}")
+        if not 0 < sigma < float("inf"):
+            raise TsscError(f"demons sigma must be positive, got {sigma!r}")
         self.iterations, self.sigma, self.levels = iterations, sigma, levels
 
     def between(self, frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float]) -> np.ndarray:

@@ -211,6 +211,18 @@ class Diffusion:
         return total / unknown.sum().clamp_min(1).to(per_frame.dtype), x0_hat
 
     @torch.no_grad()
+    def check_ddim(self, steps: object, eta: object) -> None:
+        """Refuse DDIM options this schedule cannot sample with.
+
+        Raises:
+            TsscError: Unless ``steps`` is an integer in ``1 .. schedule steps`` and ``eta`` a
+                finite number >= 0.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.steps:
+            raise TsscError(f"DDIM steps must be an integer in [1, {self.steps}], got {steps!r}")
+        if not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
+            raise TsscError(f"DDIM eta must be a finite number >= 0, got {eta!r}")
+
     def ddim_sample(
         self,
         model: Model,
@@ -237,10 +249,7 @@ class Diffusion:
         Returns:
             The full sequence; known frames equal ``x_known`` bit for bit.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.steps:
-            raise TsscError(f"DDIM steps must be an integer in [1, {self.steps}], got {steps!r}")
-        if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
-            raise TsscError(f"DDIM eta must be a finite number >= 0, got {eta!r}")
+        self.check_ddim(steps, eta)
         _check_known(x_known, known)
         # steps <= T makes the linspace spacing >= 1, so rounded values are already distinct.
         timesteps = torch.linspace(self.steps - 1, 0, steps, dtype=torch.float64).round().long()

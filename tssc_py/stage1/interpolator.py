@@ -116,6 +116,12 @@ class Stage1Config:
         )
 
 
+def check_samples(samples: object) -> None:
+    """Refuse a number of averaged samples that is not a positive integer."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise TsscError(f"samples must be an integer of at least 1, got {samples!r}")
+
+
 def linear_prior(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Per-voxel linear blend in time of the known frames, like the ``linear`` method.
 
@@ -269,8 +275,7 @@ class Stage1:
                 is an equally good estimate; their errors partly differ, and the mean keeps
                 less of the model's own error (each copy runs ``samples`` samples).
         """
-        if samples < 1:
-            raise TsscError(f"samples must be at least 1, got {samples}")
+        check_samples(samples)
         check_flips(flips)
         known = known.to(device=x_known.device, dtype=torch.bool)
         x_known = torch.where(known[:, :, None, None], x_known, torch.zeros_like(x_known))

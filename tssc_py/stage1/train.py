@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -263,7 +264,7 @@ def train(
                         stage1, ema, val_sequences, config.val_steps, device, config.batch_size
                     )
                     row.update(scores)
-                    bar.write(versus_linear_line(step, scores))
+                    bar.write(versus_linear_line(step, scores), file=sys.stderr)
                 run.log(row)
                 losses = []
             if checkpoint:

@@ -10,6 +10,7 @@ checkpoints as safetensors + JSON with exact ``--resume`` (:class:`tssc_py.train
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -249,7 +250,8 @@ def train(
                         f"step {step}: val PSNR {scores['val_psnr']:.2f} dB "
                         f"(stage 1 {scores['val_stage1_psnr']:.2f}), cross-slice error "
                         f"{scores['val_cross_slice']:.4f} (stage 1 "
-                        f"{scores['val_stage1_cross_slice']:.4f})"
+                        f"{scores['val_stage1_cross_slice']:.4f})",
+                        file=sys.stderr,
                     )
                 run.log(row)
                 terms = []
