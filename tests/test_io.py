@@ -146,6 +146,16 @@ def test_nan_and_inf_voxels(tmp_path: Path) -> None:
         read_scan(write_nifti(tmp_path / "nan.nii.gz", data))
 
 
+def test_write_refuses_what_read_would_refuse(tmp_path: Path) -> None:
+    data = blob_series((8, 8, 2, 3)).astype(np.float32)
+    data[1, 1, 1, 1] = np.nan
+    with pytest.raises(TsscError, match=r"nan.nii.gz: contains 1 NaN or infinite voxel\(s\)"):
+        write_scan(Scan(data, np.eye(4)), tmp_path / "nan.nii.gz")
+    with pytest.raises(TsscError, match="holds bool values"):
+        write_scan(Scan(data > 0, np.eye(4)), tmp_path / "mask.nii.gz")
+    assert not list(tmp_path.iterdir())  # nothing written that could not be read back
+
+
 def test_values_that_are_not_real_numbers_are_refused(tmp_path: Path) -> None:
     data = blob_series((8, 8, 2, 3))
     complex_path = write_nifti(tmp_path / "c.nii", data.astype(np.complex64))

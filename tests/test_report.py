@@ -79,6 +79,9 @@ def test_gather_reads_directories_recursively(scores: Path) -> None:
     assert len(frames) == 12
     assert set(frames["subject"]) == {"001", "002"}  # ids stay text: no "1"
     assert frames["frame"].dtype == np.int64
+    # One path alone, as text or Path, is that path (not a sequence of characters).
+    assert len(report.gather(str(scores))) == len(report.gather(scores)) == 12
+    assert report.datasets_of(str(scores)) == {"knee": [scores]}
     # Naming a file again (directly and through its directory) reads it once.
     again = report.gather([scores, scores / "tssc" / "001.tssc.frames.csv"])
     assert len(again) == 12

@@ -117,8 +117,10 @@ def test_files(tmp_path: Path) -> None:
     known = record.known_frames
     np.testing.assert_array_equal(filled.data[..., known], prepared.data[..., known])
     np.testing.assert_allclose(filled.affine, prepared.affine)
-    # A new split into fewer chunks replaces the old ones, leaving none of them behind.
-    split_file(image, record_path(image), tmp_path / "chunks", chunk_size=3, overwrite=True)
+    # A new split into fewer chunks replaces the old ones, leaving none of them behind; paths
+    # may be text, as from a notebook, and come back as Path.
+    again = split_file(str(image), str(record_path(image)), str(tmp_path / "chunks"), 3, True)
+    assert again == [tmp_path / "chunks" / "s.chunk000.npz", tmp_path / "chunks" / "s.chunk001.npz"]
     assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == [
         "s.chunk000.npz",
         "s.chunk001.npz",

@@ -23,7 +23,7 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise TsscError("output exists (use --overwrite to replace it)", path)
+        raise TsscError("output exists (use --overwrite, or overwrite=True, to replace it)", path)
     check_folder(path.parent)
     return path
 

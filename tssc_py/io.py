@@ -356,9 +356,12 @@ def write_scan(
         group: Write as part of this output group (renamed with the group, not now).
 
     Raises:
-        TsscError: if the output exists and ``overwrite`` is False, or the suffix is unknown.
+        TsscError: if the output exists and ``overwrite`` is False, the suffix is unknown, or
+            the scan is one :func:`read_scan` would refuse (:func:`check_scan`: e.g. NaN
+            values), so that nothing unreadable is written.
     """
     path = Path(path)
+    check_scan(scan, path, ndim=None)
     suffix = _suffix(path)
     _check_case(path, suffix)
     if suffix in (".mhd", ".nhdr"):

@@ -550,8 +550,8 @@ def _restored_type(
 
 
 def prepare_file(
-    scan: Path,
-    out: Path,
+    scan: str | Path,
+    out: str | Path,
     config: PrepareConfig,
     subject: str | None = None,
     overwrite: bool = False,
@@ -561,6 +561,7 @@ def prepare_file(
     Returns:
         The prepared image path and the record path (``out`` with ``.json``).
     """
+    scan, out = Path(scan), Path(out)
     subject = check_subject_id(subject or default_subject(scan), scan)
     source = read_scan(scan)
     with about(scan):

@@ -100,7 +100,7 @@ ABLATION_COLUMNS = (
 )
 
 
-def folder_label(paths: Sequence[Path]) -> str:
+def folder_label(paths: Sequence[str | Path]) -> str:
     """The name of the deepest folder holding every path (a folder holds itself).
 
     Characters a label may not have (see :func:`check_label`) become ``_``; a folder without
@@ -127,11 +127,12 @@ def _nothing_scored(folder: Path) -> str:
     return f"no {PATTERN} files in this directory"
 
 
-def _csv_files(paths: Sequence[Path]) -> list[Path]:
-    """The per-frame CSVs named by ``paths`` (directories searched recursively), each once."""
+def _csv_files(paths: Sequence[str | Path] | str | Path) -> list[Path]:
+    """The per-frame CSVs named by ``paths`` (directories searched recursively), each once;
+    one path alone is taken as such, not as a sequence of characters."""
     files: list[Path] = []
     seen: set[Path] = set()
-    for path in map(Path, paths):
+    for path in map(Path, [paths] if isinstance(paths, str | Path) else paths):
         if path.is_dir():
             found = sorted(p for p in path.rglob(PATTERN) if p.is_file())
             if not found:
@@ -198,7 +199,7 @@ def _read_frames(path: Path) -> pd.DataFrame:
     return table.assign(frame=numeric["frame"].astype("int64"))
 
 
-def gather(paths: Sequence[Path]) -> pd.DataFrame:
+def gather(paths: Sequence[str | Path] | str | Path) -> pd.DataFrame:
     """Read and concatenate the per-frame metric CSVs of one dataset.
 
     Args:
@@ -232,7 +233,8 @@ def gather(paths: Sequence[Path]) -> pd.DataFrame:
 
 
 def datasets_of(
-    paths: Sequence[Path] = (), datasets: Sequence[tuple[str, Path]] = ()
+    paths: Sequence[str | Path] | str | Path = (),
+    datasets: Sequence[tuple[str, str | Path]] = (),
 ) -> dict[str, list[Path]]:
     """The paths of each dataset, in first-given order.
 
@@ -244,6 +246,8 @@ def datasets_of(
         TsscError: if nothing is given or a label is not a safe name.
     """
     grouped: dict[str, list[Path]] = {}
+    if isinstance(paths, str | Path):
+        paths = [Path(paths)]
     if paths:
         grouped[check_label(folder_label(paths))] = list(map(Path, paths))
     for label, path in datasets:
@@ -762,9 +766,9 @@ def render_html(
 
 
 def write_report(
-    out: Path,
-    paths: Sequence[Path] = (),
-    datasets: Sequence[tuple[str, Path]] = (),
+    out: str | Path,
+    paths: Sequence[str | Path] | str | Path = (),
+    datasets: Sequence[tuple[str, str | Path]] = (),
     figure_subject: str | None = None,
     overwrite: bool = False,
 ) -> list[Path]:

@@ -156,9 +156,14 @@ def load_chunk(path: str | Path) -> Chunk:
 
 
 def split_file(
-    prepared: Path, record: Path, out: Path, chunk_size: int = 8, overwrite: bool = False
+    prepared: str | Path,
+    record: str | Path,
+    out: str | Path,
+    chunk_size: int = 8,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Split a prepared volume into chunk files ``out/{subject}.chunkNNN.npz``."""
+    prepared, out = Path(prepared), Path(out)
     rec = load_record(record)
     scan = read_scan(prepared)
     with about(prepared):
@@ -184,13 +189,14 @@ def filled_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
 
 
 def assemble_files(
-    chunks: Sequence[Path], record: Path, out: Path, overwrite: bool = False
+    chunks: Sequence[str | Path], record: str | Path, out: str | Path, overwrite: bool = False
 ) -> Path:
     """Assemble chunk files into the filled prepared-space series at ``out``."""
+    files, out = [Path(p) for p in chunks], Path(out)
     rec = load_record(record)
-    loaded = [load_chunk(p) for p in chunks]
+    loaded = [load_chunk(p) for p in files]
     starts: dict[int, Path] = {}
-    for path, chunk in zip(chunks, loaded, strict=True):
+    for path, chunk in zip(files, loaded, strict=True):
         if chunk.info.subject != rec.subject:
             raise TsscError(f"chunk of subject {chunk.info.subject}, record of {rec.subject}", path)
         if chunk.info.method is None:

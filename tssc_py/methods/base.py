@@ -177,12 +177,13 @@ def fill_chunk(chunk: Chunk, method: Method) -> Chunk:
 
 
 def interpolate_file(
-    chunk: Path, method: str, out: Path, overwrite: bool = False, **options: object
+    chunk: str | Path, method: str, out: str | Path, overwrite: bool = False, **options: object
 ) -> Path:
     """Fill a chunk file with the method named ``method`` and write it to ``out``.
 
     ``options`` go to :func:`get_method`.
     """
+    chunk, out = Path(chunk), Path(out)
     check_writable(out, overwrite)
     runner = get_method(method, **options)
     loaded = load_chunk(chunk)

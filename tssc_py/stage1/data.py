@@ -40,14 +40,15 @@ class Series:
     prepare: dict
 
 
-def prepared_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Prepared images named by ``inputs``: image files, or folders of them with records.
+def prepared_images(inputs: Sequence[str | Path] | str | Path) -> list[Path]:
+    """Prepared images named by ``inputs``: image files, or folders of them with records (one
+    path alone is taken as such, not as a sequence of characters).
 
     Raises:
         TsscError: For a missing input or when nothing is found.
     """
     images: list[Path] = []
-    for item in inputs:
+    for item in [inputs] if isinstance(inputs, str | Path) else inputs:
         path = Path(item)
         if path.is_dir():
             candidates = sorted(
