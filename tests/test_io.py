@@ -218,8 +218,14 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path: Path, scan_file: 
     assert leftovers(tmp_path) == []
 
 
-def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
-    bad = Scan(np.zeros((2, 2, 2, 2), dtype=np.complex256), np.eye(4))
-    with pytest.raises(Exception):  # noqa: B017 - any failure, as long as nothing is left
-        write_scan(bad, tmp_path / "bad.nii.gz")
+def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A write that fails half way (a full disk): its partial temporary file goes too.
+    def half_then_fail(image: object, path: str | Path) -> None:
+        Path(path).write_bytes(b"\x00" * 100)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(nib, "save", half_then_fail)
+    scan = Scan(np.zeros((2, 2, 2, 2), dtype=np.float32), np.eye(4))
+    with pytest.raises(OSError, match="No space left"):
+        write_scan(scan, tmp_path / "bad.nii.gz")
     assert list(tmp_path.iterdir()) == []

@@ -201,6 +201,30 @@ def test_what_a_header_shows_stops_the_run_before_any_work(tmp_path: Path, cohor
     assert not out.exists()
 
 
+def test_resume_a_run_recorded_before_an_option_existed(tmp_path: Path, cohort: Path) -> None:
+    # run.json of a tssc that recorded no demons options: that run used their defaults.
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    run_cohort(cohort, out, "linear,demons", config, show_progress=False)
+    state = json.loads((out / "run.json").read_text())
+    assert state["settings"]["methods"]["demons"] == {"iterations": 50, "sigma": 2.5, "levels": 4}
+    state["settings"]["methods"]["demons"] = {}
+    (out / "run.json").write_text(json.dumps(state))
+    run_cohort(cohort, out, ["linear", "demons"], config, show_progress=False, resume=True)
+    # Other values than the defaults it must have used are still refused.
+    (out / "run.json").write_text(json.dumps(state))
+    with pytest.raises(TsscError, match=r"methods\.demons\.iterations differs"):
+        run_cohort(
+            cohort,
+            out,
+            ["linear", "demons"],
+            config,
+            show_progress=False,
+            resume=True,
+            method_options={"iterations": 10},
+        )
+
+
 def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, cohort: Path) -> None:
     out = tmp_path / "run"
     config = PrepareConfig(size=16, depth=12, frames=6)

@@ -202,6 +202,27 @@ def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) 
     assert report.paired(cohort[cohort["method"] == "linear"]).empty
 
 
+def test_paired_ties_unmeasured_metrics_and_odd_method_names(tmp_path: Path) -> None:
+    exact = (0.0, math.inf, 1.0, math.nan)  # a single-slice volume: no cross-slice error
+    _write(tmp_path, "s1", "linear", [(1, *exact)])
+    _write(tmp_path, "s2", "linear", [(1, 0.02, 30.0, 0.9, math.nan)])
+    # Named like the table's own columns: must not clobber them.
+    _write(tmp_path, "s1", "difference", [(1, *exact)])
+    _write(tmp_path, "s2", "difference", [(1, 0.01, 33.0, 0.95, math.nan)])
+    cohort, _ = report.summarise(report.gather_datasets({"d": [tmp_path]}))
+    rows = report.paired(cohort).set_index("metric")
+    psnr = rows.loc["psnr"]
+    # Both exact on s1: a tie (0), not inf - inf; better on s2 by 3 dB.
+    assert (psnr["method"], psnr["baseline_mean"], psnr["method_mean"]) == (
+        "difference", math.inf, math.inf,
+    )  # fmt: skip
+    assert psnr["difference_mean"] == pytest.approx(1.5)
+    assert (psnr["better_subjects"], psnr["better"]) == (1, "difference")
+    cross = rows.loc["cross_slice"]
+    assert math.isnan(cross["difference_mean"]) and cross["better"] == ""
+    assert pd.isna(cross["better_subjects"])  # not measured: no count, not 0
+
+
 def test_infinite_psnr_and_empty_cross_slice(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "d", "s1", "copy", [(1, 0.0, math.inf, 1.0, 0.0), (2, 0.01, 40.0, 0.9, 0.0)]

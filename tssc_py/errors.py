@@ -6,9 +6,11 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeGuard
 
 
 class TsscError(Exception):
@@ -18,6 +20,12 @@ class TsscError(Exception):
         self.path = None if path is None else Path(path)
         self.message = message
         super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+def is_integer(value: object) -> TypeGuard[numbers.Integral]:
+    """Whether ``value`` is an integer (Python's or NumPy's) and not a bool, for the checks of
+    counts and indices given from Python."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @contextmanager

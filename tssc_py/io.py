@@ -287,12 +287,19 @@ def check_scan(scan: Scan, where: str | Path | None = None, ndim: int | None = 4
     if not isinstance(data, np.ndarray):
         raise TsscError(f"scan data must be a NumPy array, got {type(data).__name__}", where)
     _check_ndim(data.shape, ndim, where)
-    _check_values(data.dtype, np.asarray(scan.affine, dtype=np.float64), where)
+    if data.size == 0:
+        raise TsscError(f"is empty (shape {data.shape})", where)
+    affine = np.asarray(scan.affine)
+    if affine.shape != (4, 4) or not np.issubdtype(affine.dtype, np.number):
+        raise TsscError("needs a 4x4 voxel-to-world matrix (affine)", where)
+    _check_values(data.dtype, affine.astype(np.float64), where)
     if np.issubdtype(data.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        if bad:
+        # The count only when something is wrong: one boolean array, not two, for a good scan.
+        if not np.isfinite(data).all():
+            bad = int(data.size - np.count_nonzero(np.isfinite(data)))
             raise TsscError(f"contains {bad} NaN or infinite voxel(s)", where)
-        if data.dtype.itemsize > 4 and np.abs(data).max() > np.finfo(np.float32).max:
+        big = np.finfo(np.float32).max
+        if data.dtype.itemsize > 4 and (data.max() > big or data.min() < -big):
             raise TsscError("holds values beyond the float32 range the models work in", where)
     return scan
 

@@ -31,6 +31,7 @@ from tssc_py.atomic import atomic_path, check_folder, outputs
 from tssc_py.errors import TsscError, about, differences
 from tssc_py.io import read_scan, scan_shape, scan_suffix, write_scan
 from tssc_py.methods import Method, fill_chunk, get_method, method_names
+from tssc_py.methods.base import method_class, option_defaults
 from tssc_py.metrics import check_scored_shape, check_ssim_shape, write_subject_metrics
 from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record, select_frames
 from tssc_py.report import (
@@ -101,6 +102,24 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(state, indent=1) + "\n")
 
 
+def _with_later_options(before: Any, settings: dict[str, Any]) -> Any:
+    """The recorded settings with the defaults of options a method gained since: a run of an
+    earlier tssc recorded no value for them, and it ran with the default (e.g. ``demons``'
+    ``iterations``, ``sigma``, ``levels``, recorded since 2026-11-26)."""
+    methods = before.get("methods") if isinstance(before, dict) else None
+    if not isinstance(methods, dict):
+        return before
+    filled = {}
+    for name, recorded in methods.items():
+        now = settings["methods"].get(name)
+        if isinstance(recorded, dict) and isinstance(now, dict) and name in method_names():
+            defaults = _plain(option_defaults(method_class(name)))
+            missing = {k: defaults[k] for k in now if k not in recorded and k in defaults}
+            recorded = {**missing, **recorded}
+        filled[name] = recorded
+    return {**before, "methods": filled}
+
+
 def _resumed(
     path: Path,
     settings: dict[str, Any],
@@ -128,7 +147,7 @@ def _resumed(
         raise TsscError(f"unreadable run state ({exc})", path) from None
     if not isinstance(done, dict) or not isinstance(recorded, dict):
         raise TsscError("a run state of another tssc version (start again with --overwrite)", path)
-    changed = differences(before, settings)
+    changed = differences(_with_later_options(before, settings), settings)
     if changed:
         raise TsscError(
             f"the run was made with other settings ({changed}); "

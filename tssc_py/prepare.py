@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ import SimpleITK as sitk
 
 from tssc_py import __version__
 from tssc_py.atomic import outputs
-from tssc_py.errors import TsscError, about
+from tssc_py.errors import TsscError, about, is_integer
 from tssc_py.io import ItkGeometry, Scan, check_scan, default_subject, read_scan, write_scan
 from tssc_py.samplesheet import check_subject_id
 
@@ -314,9 +313,9 @@ def known_frame_indices(known: Iterable[object], n_frames: int) -> list[int]:
         raise TsscError(
             "known frames are frame indices, got a boolean mask (np.flatnonzero(mask) gives them)"
         )
-    integral = [t for t in values if isinstance(t, numbers.Integral)]
+    integral = [t for t in values if is_integer(t)]
     if len(integral) < len(values):
-        odd = next(t for t in values if not isinstance(t, numbers.Integral))
+        odd = next(t for t in values if not is_integer(t))
         raise TsscError(f"known frames are integer frame indices, got {odd!r}")
     indices = sorted({int(t) for t in integral})
     outside = [t for t in indices if not 0 <= t < n_frames]

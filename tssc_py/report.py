@@ -370,7 +370,11 @@ def _better(metric: str, difference: float, method: str, baseline: str) -> str:
 def _paired_rows(
     dataset: str, table: pd.DataFrame, method: str, baseline: str
 ) -> list[dict[str, object]]:
-    """Per metric: the differences ``method - baseline`` over the subjects scored by both."""
+    """Per metric: the differences ``method - baseline`` over the subjects scored by both
+    (``baseline_*``, ``method_*``, ``difference_*``, ``better_subjects``, ``better``).
+
+    A subject on which both are exact (infinite PSNR) is a tie, difference 0; a metric that
+    was not measured (no cross-slice error) has no count of subjects better."""
     ours = table[table["method"] == method].set_index("subject")
     theirs = table[table["method"] == baseline].set_index("subject")
     subjects = [s for s in ours.index if s in theirs.index]
@@ -381,13 +385,14 @@ def _paired_rows(
         after = ours.loc[subjects, m].to_numpy(dtype=np.float64)
         before = theirs.loc[subjects, m].to_numpy(dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            difference = after - before
+            difference = np.where(after == before, 0.0, after - before)
         row: dict[str, object] = {"dataset": dataset, "metric": m, "subjects": len(subjects)}
-        for name, values in ((baseline, before), (method, after)):
+        for name, values in (("baseline", before), ("method", after)):
             row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
         shift, spread = _mean_std(difference)
         row["difference_mean"], row["difference_std"] = shift, spread
-        row["better_subjects"] = int(_improves(m, difference).sum())
+        measured = not np.isnan(difference).all()
+        row["better_subjects"] = int(_improves(m, difference).sum()) if measured else None
         row["better"] = _better(m, shift, method, baseline)
         rows.append(row)
     return rows
@@ -408,9 +413,15 @@ def ablation(cohort: pd.DataFrame) -> pd.DataFrame:
         and ``better`` (the better method's name, ``equal``, or empty when not finite). Empty
         when no dataset has both methods.
     """
+    named = {
+        f"{role}_{s}": f"{name}_{s}"
+        for role, name in (("baseline", REFINES), ("method", REFINED))
+        for s in ("mean", "std")
+    }
     rows = []
     for dataset, table in cohort.groupby("dataset", sort=False):
-        rows += _paired_rows(str(dataset), table, REFINED, REFINES)
+        for row in _paired_rows(str(dataset), table, REFINED, REFINES):
+            rows.append({named.get(key, key): value for key, value in row.items()})
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
 
 
@@ -438,10 +449,6 @@ def paired(cohort: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
         methods = [m for m in dict.fromkeys(table["method"]) if m != baseline]
         for method in methods:
             for row in _paired_rows(str(dataset), table, method, baseline):
-                row["baseline_mean"] = row.pop(f"{baseline}_mean")
-                row["baseline_std"] = row.pop(f"{baseline}_std")
-                row["method_mean"] = row.pop(f"{method}_mean")
-                row["method_std"] = row.pop(f"{method}_std")
                 rows.append({**row, "method": method, "baseline": baseline})
     return pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,6 +149,23 @@ def test_known_frames_bit_for_bit_with_float32() -> None:
     assert torch.equal(out[known], x0[known])
     out = diff.ddpm_sample(garbage, x0, known)
     assert torch.equal(out[known], x0[known])
+
+
+def test_samplers_build_no_autograd_graph() -> None:
+    # Called directly (not through Stage1.sample), a trainable model must not make the
+    # samplers keep every step's graph.
+    diff = Diffusion(ScheduleConfig(steps=20))
+    x0, known = make_x0().float(), make_known()
+    weight = torch.nn.Parameter(torch.ones(()))
+
+    def model(x_in: torch.Tensor, t: torch.Tensor, known_in: torch.Tensor) -> torch.Tensor:
+        return x_in * weight
+
+    assert not diff.ddim_sample(model, x0, known, steps=3).requires_grad
+    assert not diff.ddpm_sample(model, x0, known).requires_grad
+    assert not diff.ddim_sample(
+        model, x0, known, steps=np.int64(3), eta=np.float32(0)
+    ).requires_grad
 
 
 def test_model_sees_clean_known_frames_during_sampling() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
@@ -82,6 +83,27 @@ def register(cls: M) -> M:
     return cls
 
 
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name``.
+
+    Raises:
+        TsscError: For an unknown name.
+    """
+    if name not in _REGISTRY:
+        raise TsscError(f"unknown method {name!r}; available: {', '.join(method_names())}")
+    return _REGISTRY[name]
+
+
+def option_defaults(cls: type[Method]) -> dict[str, object]:
+    """The default of each option ``cls`` declares (its ``__init__``'s), where it has one."""
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        name: params[name].default
+        for name in cls.options
+        if name in params and params[name].default is not inspect.Parameter.empty
+    }
+
+
 def method_names() -> list[str]:
     """Names of the registered methods, sorted."""
     return sorted(_REGISTRY)
@@ -101,9 +123,7 @@ def get_method(name: str, **options: Any) -> Method:
         TsscError: for an unknown name, options the method refuses, or several checkpoints
             among which not exactly one is of the method's kind.
     """
-    if name not in _REGISTRY:
-        raise TsscError(f"unknown method {name!r}; available: {', '.join(method_names())}")
-    cls = _REGISTRY[name]
+    cls = method_class(name)
     chosen = {k: v for k, v in options.items() if k in cls.options and v is not None}
     if "checkpoint" in chosen:
         chosen["checkpoint"] = _pick_checkpoint(cls, chosen["checkpoint"])

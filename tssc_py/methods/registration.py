@@ -11,6 +11,7 @@ is, so that every command line starts without it.
 
 from __future__ import annotations
 
+import numbers
 from abc import abstractmethod
 from collections.abc import Sequence
 from itertools import pairwise
@@ -22,7 +23,7 @@ import SimpleITK as sitk
 import torch
 
 from tssc_py.device import resolve_device
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, is_integer
 from tssc_py.methods.base import Method, register
 
 
@@ -116,11 +117,14 @@ class Demons(PairMethod):
 
     def __init__(self, iterations: int = 50, sigma: float = 2.5, levels: int = 4) -> None:
         for option, value in (("iterations", iterations), ("levels", levels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or int(value) < 1:
                 raise TsscError(f"demons {option} must be a positive integer, got {value!r}")
-        if not 0 < sigma < float("inf"):
+        if not (isinstance(sigma, numbers.Real) and 0 < float(sigma) < float("inf")):
             raise TsscError(f"demons sigma must be positive, got {sigma!r}")
-        self.iterations, self.sigma, self.levels = iterations, sigma, levels
+        # Plain Python numbers: they go to ITK and into run.json.
+        self.iterations: int = int(iterations)
+        self.sigma: float = float(sigma)
+        self.levels: int = int(levels)
 
     def between(self, frame0: np.ndarray, frame1: np.ndarray, times: Sequence[float]) -> np.ndarray:
         from tssc_py.baselines.model import blend

@@ -26,13 +26,14 @@ standard practice (DDPM, DDIM) and is small here; a "zero terminal SNR" rescale 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, is_integer
 
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], Any]
@@ -210,7 +211,6 @@ class Diffusion:
         x0_hat = self.predict_x0_eps(x_t, t, pred)[0]
         return total / unknown.sum().clamp_min(1).to(per_frame.dtype), x0_hat
 
-    @torch.no_grad()
     def check_ddim(self, steps: object, eta: object) -> None:
         """Refuse DDIM options this schedule cannot sample with.
 
@@ -218,11 +218,12 @@ class Diffusion:
             TsscError: Unless ``steps`` is an integer in ``1 .. schedule steps`` and ``eta`` a
                 finite number >= 0.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.steps:
+        if not is_integer(steps) or not 1 <= int(steps) <= self.steps:
             raise TsscError(f"DDIM steps must be an integer in [1, {self.steps}], got {steps!r}")
-        if not (isinstance(eta, int | float) and math.isfinite(eta) and eta >= 0):
+        if not (isinstance(eta, numbers.Real) and math.isfinite(float(eta)) and float(eta) >= 0):
             raise TsscError(f"DDIM eta must be a finite number >= 0, got {eta!r}")
 
+    @torch.no_grad()
     def ddim_sample(
         self,
         model: Model,

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from tssc_py.checkpoint import load_checkpoint
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, is_integer
 from tssc_py.stage1 import WEIGHTS
 from tssc_py.stage1.diffusion import Diffusion, Model, Noise, Progress, ScheduleConfig
 from tssc_py.stage1.model import DiTConfig, VideoDiT
@@ -118,7 +118,7 @@ class Stage1Config:
 
 def check_samples(samples: object) -> None:
     """Refuse a number of averaged samples that is not a positive integer."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    if not is_integer(samples) or int(samples) < 1:
         raise TsscError(f"samples must be an integer of at least 1, got {samples!r}")
 
 
