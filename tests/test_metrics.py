@@ -71,6 +71,18 @@ def test_float32_rounding_counts_as_perfect() -> None:
     assert 110 < metrics.psnr(truth + np.float32(1e-6), truth) < 130
 
 
+def test_raw_intensities_are_refused() -> None:
+    # On 0..1000 data SSIM (data range 1) gave a plausible 0.99 and PSNR a negative number.
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 1000, (12, 12, 12))
+    pred = truth + rng.normal(0, 10, truth.shape)
+    for score in (metrics.psnr, metrics.ssim):
+        with pytest.raises(TsscError, match=r"outside the data range \[0, 1\]: .* prepared space"):
+            score(pred, truth)
+    assert metrics.psnr(pred, truth, data_range=1000.0) > 30  # a range that fits is fine
+    assert metrics.mae(pred, truth) > 0  # no range in a mean absolute error
+
+
 def test_small_depth_needs_2d_option() -> None:
     pred, truth = _pair((32, 32, 8))
     with pytest.raises(TsscError, match=r"32x32x8.*--ssim 2d"):

@@ -64,6 +64,17 @@ def _pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pred, truth
 
 
+def _check_range(truth: np.ndarray, data_range: float) -> None:
+    """Refuse a truth outside ``[0, data_range]``: PSNR and SSIM would still give plausible
+    looking numbers for raw scanner intensities (an SSIM of 0.99 on 0..1000 data)."""
+    if truth.size and (truth.min() < 0 or truth.max() > data_range):
+        raise TsscError(
+            f"the truth has values in [{truth.min():g}, {truth.max():g}], outside the data "
+            f"range [0, {data_range:g}]: the metrics work in prepared space (prepare_scan maps "
+            "a scan's intensities to [0, 1])"
+        )
+
+
 def mae(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean absolute error."""
     pred, truth = _pair(pred, truth)
@@ -71,8 +82,13 @@ def mae(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def psnr(pred: np.ndarray, truth: np.ndarray, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB; ``inf`` when the inputs agree to float32 rounding."""
+    """Peak signal-to-noise ratio in dB; ``inf`` when the inputs agree to float32 rounding.
+
+    Raises:
+        TsscError: If the shapes differ or the truth leaves ``[0, data_range]``.
+    """
     pred, truth = _pair(pred, truth)
+    _check_range(truth, data_range)
     mse = float(np.mean((pred - truth) ** 2))
     if mse <= (FLOAT32_EPS * data_range) ** 2:
         return math.inf
@@ -123,9 +139,11 @@ def ssim(pred: np.ndarray, truth: np.ndarray, mode: str = "3d") -> float:
         mode: ``"3d"`` for a 3D Gaussian window, ``"2d"`` for the mean of slice-wise 2D SSIM.
 
     Raises:
-        TsscError: if the shapes differ or the volume is too small for the window.
+        TsscError: if the shapes differ, the truth leaves [0, 1] or the volume is too small for
+            the window.
     """
     pred, truth = _pair(pred, truth)
+    _check_range(truth, 1.0)
     check_ssim_shape(pred.shape, mode)
     # torch is imported here, not at module level, so that the steps that only need the
     # table layout (tssc-report) start without loading it.
