@@ -12,6 +12,7 @@ no temporary folder).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -65,6 +66,24 @@ class Checkpoint:
             return load_file(str(path), device=str(device))
         except (SafetensorError, OSError, ValueError) as exc:
             raise TsscError(f"cannot read tensors: {exc}", path) from None
+
+    def digest(self, name: str) -> str:
+        """SHA-256 of the tensor group ``name``'s file: what the config does not tell apart (a
+        model retrained with the same options, or by other code, has other weights).
+
+        Raises:
+            TsscError: If the file is missing or unreadable.
+        """
+        path = self.path / f"{name}.safetensors"
+        digest = hashlib.sha256()
+        try:
+            with path.open("rb") as handle:
+                # In blocks (hashlib.file_digest needs Python 3.11).
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise TsscError(f"cannot read tensors: {exc.strerror or exc}", path) from None
+        return digest.hexdigest()
 
     def load_into(self, module: nn.Module, name: str) -> None:
         """Load the tensor group ``name`` into ``module``'s weights.

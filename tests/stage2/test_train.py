@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from tests.conftest import make_prepared, run_cli, tiny_train_config
 from tssc_py.checkpoint import load_checkpoint
@@ -17,6 +18,7 @@ from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.io import read_scan, write_scan
 from tssc_py.methods import fill_chunk, get_method
+from tssc_py.methods.diffusion import SAMPLING_REVISION
 from tssc_py.prepare import PrepareConfig, load_record, prepare_file, record_path
 from tssc_py.slices import assemble_chunks, filled_scan, split_volume
 from tssc_py.stage1.train import train as train_stage1
@@ -79,6 +81,12 @@ def test_generate_stage1_caches(prepared: Path, tmp_path: Path) -> None:
     assert made_at({"steps": 3, "flips": 1}) != remade
     settings = json.loads((tmp_path / "cache" / "made_with.json").read_text())
     assert settings["flips"] == 1 and settings["checkpoint"]["step"] == 1
+    assert len(settings["weights_sha256"]) == 64 and settings["sampling"] == SAMPLING_REVISION
+    # Other weights under the same config (stage 1 retrained, or by other code): made again.
+    # The demo's stage 2 once trained on outputs cached before the sampling noise changed.
+    weights = ckpt / "ema.safetensors"
+    save_file({k: v + 0.01 for k, v in load_file(str(weights)).items()}, str(weights))
+    assert made_at({"steps": 3, "flips": 1}) != remade
 
 
 def test_upsample_subjects_are_refused(tmp_path: Path) -> None:

@@ -11,10 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods.base import Method, register
 from tssc_py.stage1.interpolator import check_flips, check_samples, load_stage1, windows
+
+SAMPLING_REVISION = 2
+"""Raise when the same weights and options sample differently (2: each slice sequence has its
+own noise, 2026-11-26), so that cached outputs (stage 2's) are made again."""
 
 
 def slice_generator(seed: int, known_frames: np.ndarray) -> torch.Generator:
@@ -103,6 +108,13 @@ class Diffusion(Method):
         if compile and self.device.type == "cuda":
             # A compiled Module is a Module (OptimizedModule); the stub says only Callable.
             self.network = cast(nn.Module, torch.compile(self.stage1.model))
+
+    def fingerprint(self) -> dict[str, object]:
+        """What decides this method's output, for caches of it: :meth:`settings` (the options
+        and the checkpoint's config), the weights themselves and the sampling code's
+        revision (:data:`SAMPLING_REVISION`)."""
+        digest = load_checkpoint(self.checkpoint).digest(self.weights)
+        return {**self.settings(), "weights_sha256": digest, "sampling": SAMPLING_REVISION}
 
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
         config = self.stage1.config

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from tssc_py.atomic import atomic_path
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan, write_scan
-from tssc_py.methods import Method, fill_chunk
+from tssc_py.methods import Diffusion, fill_chunk
 from tssc_py.prepare import PrepareRecord, load_record, record_path
 from tssc_py.slices import assemble_chunks, filled_scan, split_volume
 
@@ -47,14 +47,15 @@ def _record(image: Path) -> PrepareRecord:
 
 
 def generate_stage1(
-    images: Sequence[Path], cache: Path, runner: Method, show_progress: bool = False
+    images: Sequence[Path], cache: Path, runner: Diffusion, show_progress: bool = False
 ) -> dict[str, Path]:
     """Run the stage-1 ``diffusion`` method over prepared subjects, caching each result.
 
     Args:
         images: Prepared images (with records).
         cache: Folder of ``SUBJECT.nii`` results and ``made_with.json`` (the runner's
-            settings: the checkpoint's config and the sampling options they were made with);
+            :meth:`~tssc_py.methods.diffusion.Diffusion.fingerprint`: the checkpoint's config,
+            its weights' digest, the sampling options and code revision they were made with);
             results made otherwise are made again, the others reused.
         runner: The ``diffusion`` method, ready.
         show_progress: Draw a progress bar over the subjects.
@@ -62,7 +63,7 @@ def generate_stage1(
     Returns:
         Subject -> filled series path.
     """
-    made_with = json.dumps(runner.settings(), indent=1, sort_keys=True) + "\n"
+    made_with = json.dumps(runner.fingerprint(), indent=1, sort_keys=True) + "\n"
     stamp = cache / "made_with.json"
     if not stamp.is_file() or stamp.read_text() != made_with:
         for old in cache.glob("*.nii"):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
-from tssc_py.methods import Method, get_method
+from tssc_py.methods import Diffusion, get_method
 from tssc_py.metrics import cross_slice_error, psnr, ssim
 from tssc_py.prepare import load_record, record_path
 from tssc_py.signals import deferred_sigterm
@@ -166,10 +166,12 @@ def train(
     _, val_subjects = hold_out(subjects, config.val_subjects, str)
     device = resolve_device(config.device)
     # The stage-1 method to run, or the folder of its outputs.
-    producer: Method | Path
+    producer: Diffusion | Path
     if stage1 is not None:
         options = {**(stage1_options or {}), "checkpoint": stage1, "device": config.device}
-        producer = get_method("diffusion", **options)
+        method = get_method("diffusion", **options)
+        assert isinstance(method, Diffusion)  # the class registered as "diffusion"
+        producer = method
         source = producer.settings()
     else:
         assert stage1_outputs is not None  # exactly one of the two, checked above
@@ -178,7 +180,7 @@ def train(
     # Older checkpoints did not record their stage-1 outputs: they resume unchecked.
     if run.saved is not None and "stage1" in run.saved.config:
         run.check_saved("stage1", source, "was trained on other stage-1 outputs")
-    if isinstance(producer, Method):
+    if isinstance(producer, Diffusion):
         cache = run.out / "stage1_outputs"
         generated = generate_stage1(images, cache, producer, show_progress)
     else:
