@@ -161,6 +161,10 @@ def test_refine_identity_tiles_padding_and_known_frames() -> None:
     assert not np.allclose(out[..., 1], series[..., 1])
     with pytest.raises(TsscError, match="positive multiple of 4"):
         refine_volume(net, vol, tile=6)
+    with torch.no_grad():
+        net.head.bias.fill_(float("nan"))  # a diverged training
+    with pytest.raises(TsscError, match="stage 2 returned NaN or infinite values for frame 1"):
+        refine_series(net, series, [0, 3])
 
 
 def test_refine_cli(prepared: Path, outputs: Path, tmp_path: Path) -> None:

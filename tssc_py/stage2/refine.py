@@ -100,7 +100,12 @@ def refine_series(
     overlap: int = 16,
     device: torch.device | None = None,
 ) -> np.ndarray:
-    """Refine every frame of an ``(x, y, z, t)`` series that is not in ``known``."""
+    """Refine every frame of an ``(x, y, z, t)`` series that is not in ``known``.
+
+    Raises:
+        TsscError: For a series that is not 4D or a network that returns NaN or infinite
+            values (a diverged training: named as stage 2's, not blamed on the scan).
+    """
     if series.ndim != 4:
         raise TsscError(f"expected an (x, y, z, t) series, got shape {series.shape}")
     out = np.array(series, dtype=np.float32, copy=True)
@@ -108,6 +113,8 @@ def refine_series(
     for t in range(series.shape[3]):
         if t not in known_set:
             out[..., t] = refine_volume(net, series[..., t], tile, overlap, device)
+            if not np.isfinite(out[..., t]).all():
+                raise TsscError(f"stage 2 returned NaN or infinite values for frame {t}")
     return out
 
 
