@@ -51,6 +51,16 @@ def test_output_shape_matches_input(t: int, h: int, w: int) -> None:
     assert torch.isfinite(out).all()
 
 
+def test_output_layer_is_float32_under_bf16_autocast() -> None:
+    # The prediction is divided by small noise levels (epsilon, v): bf16 rounding there grows.
+    model = randomize(tiny())
+    x, ts, known = inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, ts, known)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, model(x, ts, known), atol=0.05, rtol=0.05)
+
+
 def test_float_timesteps_accepted() -> None:
     model = randomize(tiny())
     x, _, known = inputs()
