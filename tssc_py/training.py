@@ -121,8 +121,8 @@ class Run:
         overwrite: Allow starting afresh over an earlier run.
 
     Raises:
-        TsscError: If resuming without a resumable checkpoint, or starting over an earlier
-            run without ``overwrite``.
+        TsscError: If resuming without a resumable checkpoint, starting over an earlier run
+            without ``overwrite``, or given both ``resume`` and ``overwrite``.
     """
 
     def __init__(
@@ -133,6 +133,8 @@ class Run:
         resume: bool = False,
         overwrite: bool = False,
     ) -> None:
+        if resume and overwrite:
+            raise TsscError("resume and overwrite exclude each other (--resume, --overwrite)")
         self.out = Path(out)
         self.kind = kind
         self.columns = tuple(columns)

@@ -22,7 +22,13 @@ from tssc_py.methods.diffusion import SAMPLING_REVISION
 from tssc_py.prepare import PrepareConfig, load_record, prepare_file, record_path
 from tssc_py.slices import assemble_chunks, filled_scan, split_volume
 from tssc_py.stage1.train import train as train_stage1
-from tssc_py.stage2.data import CropSampler, generate_stage1, load_pairs, outputs_folder
+from tssc_py.stage2.data import (
+    CropSampler,
+    Pair,
+    generate_stage1,
+    load_pairs,
+    outputs_folder,
+)
 from tssc_py.stage2.model import build_refine
 from tssc_py.stage2.refine import load_refine, refine_file, refine_series, refine_volume
 from tssc_py.stage2.ssm import resolve_backend
@@ -239,11 +245,50 @@ def test_resume_refuses_other_stage1_outputs(prepared: Path, tmp_path: Path) -> 
         train([prepared], run, _config(steps=3), stage1_outputs=run / "lin", resume=True)
     assert sorted((run / "stage1_outputs").glob("*.nii")) == made  # not made again
     train([prepared], run, _config(steps=3), stage1=models[0], resume=True, show_progress=False)
+    # Stage 1 retrained in place with the same options: other weights, other outputs.
+    weights = models[0] / "ema.safetensors"
+    save_file({k: v + 0.01 for k, v in load_file(str(weights)).items()}, str(weights))
+    with pytest.raises(TsscError, match=r"other stage-1 outputs \(weights_sha256 differs\)"):
+        train([prepared], run, _config(steps=4), stage1=models[0], resume=True)
     # Outputs read from a folder that tssc-train-stage2 made are known by how they were made.
     other = tmp_path / "other"
     train([prepared], other, _config(steps=2), stage1_outputs=run / "stage1_outputs")
     saved = load_checkpoint(other / "checkpoint").config["stage1"]
     assert saved["made_with"]["checkpoint"]["step"] == 1
+
+
+def test_inputs_crops_and_the_backend_line(
+    prepared: Path, outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same subject twice: its stage-1 output is found by subject, so the second image
+    # would have trained against the first's.
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for name in ("s0.nii.gz", "s0.json"):
+        (twin / name).write_bytes((prepared / name).read_bytes())
+    with pytest.raises(TsscError, match=r"subject 's0' comes twice, also from"):
+        train([prepared, twin / "s0.nii.gz"], tmp_path / "a", _config(), stage1_outputs=outputs)
+    with pytest.raises(TsscError, match="resume and overwrite exclude each other"):
+        train(
+            [prepared],
+            tmp_path / "c",
+            _config(),
+            stage1_outputs=outputs,
+            resume=True,
+            overwrite=True,
+        )
+    for crop in (6, 2):
+        with pytest.raises(TsscError, match="crop must be a positive multiple of 4"):
+            _config(crop=crop)
+    # A crop beyond the frames is cut to their side rounded down to a multiple of 4 (30x30
+    # frames failed at the first step: the network halves the side twice).
+    frames = np.zeros((2, 30, 30, 4), np.float32)
+    x, _ = CropSampler([Pair("s", frames, frames)], 64).batch(np.random.default_rng(0), 2)
+    assert x.shape == (2, 1, 28, 28, 4)
+    with pytest.raises(TsscError, match="frames under 4 voxels in-plane"):
+        CropSampler([Pair("s", frames[:, :3], frames[:, :3])], 8)
+    train([prepared], tmp_path / "b", _config(crop=64), stage1_outputs=outputs, show_progress=False)
+    assert "stage 2 state-space backend: torch" in capsys.readouterr().err
 
 
 def test_train_needs_exactly_one_stage1_source(prepared: Path, tmp_path: Path) -> None:

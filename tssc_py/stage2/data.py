@@ -147,12 +147,19 @@ class CropSampler:
 
     Args:
         pairs: Training pairs.
-        crop: In-plane crop side (capped at the frame size).
+        crop: In-plane crop side, a multiple of 4 (capped at the frame size rounded down to
+            one: the network halves the in-plane size twice).
+
+    Raises:
+        TsscError: For frames smaller than 4 voxels in-plane.
     """
 
     def __init__(self, pairs: Sequence[Pair], crop: int) -> None:
         self.pairs = list(pairs)
         self.crop = crop
+        small = [p.subject for p in self.pairs if min(p.generated.shape[1:3]) < 4]
+        if small:
+            raise TsscError(f"subject {small[0]!r}: frames under 4 voxels in-plane cannot train")
         self.weights = np.array([len(p.generated) for p in self.pairs], dtype=float)
         self.weights /= self.weights.sum()
 
@@ -163,7 +170,7 @@ class CropSampler:
             pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
             t = int(rng.integers(len(pair.generated)))
             nx, ny = pair.generated.shape[1:3]
-            cx, cy = min(self.crop, nx), min(self.crop, ny)
+            cx, cy = min(self.crop, nx // 4 * 4), min(self.crop, ny // 4 * 4)
             x0 = int(rng.integers(nx - cx, endpoint=True))
             y0 = int(rng.integers(ny - cy, endpoint=True))
             a = pair.generated[t, x0 : x0 + cx, y0 : y0 + cy]

@@ -9,7 +9,6 @@ checkpoints as safetensors + JSON with exact ``--resume`` (:class:`tssc_py.train
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -41,9 +40,9 @@ from tssc_py.stage2.refine import refine_volume
 from tssc_py.stage2.ssm import resolve_backend
 from tssc_py.training import Run, RunOptions, hold_out
 
-log = logging.getLogger(__name__)
-
 KIND = "stage2"
+FINGERPRINT_ONLY = ("weights_sha256", "sampling")
+"""What :meth:`~tssc_py.methods.diffusion.Diffusion.fingerprint` adds to a method's settings."""
 LOG_COLUMNS = (
     "step",
     "seconds",
@@ -92,8 +91,9 @@ class TrainConfig(RunOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.crop < 1:
-            raise TsscError(f"crop must be at least 1, got {self.crop}")
+        # The network halves the in-plane size twice.
+        if self.crop < 4 or self.crop % 4:
+            raise TsscError(f"crop must be a positive multiple of 4, got {self.crop}")
 
     def refine_config(self) -> RefineConfig:
         """The network's config: the preset with the given overrides."""
@@ -160,7 +160,14 @@ def train(
     run = Run(out, KIND, LOG_COLUMNS, resume, overwrite)
     config = run.options(config)
     images = prepared_images(inputs)
-    subjects = sorted(load_record(record_path(p)).subject for p in images)
+    first: dict[str, Path] = {}
+    for image in images:
+        subject = load_record(record_path(image)).subject
+        if subject in first:
+            # Stage-1 outputs are cached by subject: the second would train on the first's.
+            raise TsscError(f"subject {subject!r} comes twice, also from {first[subject]}", image)
+        first[subject] = image
+    subjects = sorted(first)
     run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")
     # Everything that can be refused is checked before stage 1 runs over the cohort.
     _, val_subjects = hold_out(subjects, config.val_subjects, str)
@@ -172,14 +179,19 @@ def train(
         method = get_method("diffusion", **options)
         assert isinstance(method, Diffusion)  # the class registered as "diffusion"
         producer = method
-        source = producer.settings()
+        source = producer.fingerprint()  # the weights too: a retrained stage 1 is another
     else:
         assert stage1_outputs is not None  # exactly one of the two, checked above
         producer = Path(stage1_outputs)
         source = outputs_source(producer)
-    # Older checkpoints did not record their stage-1 outputs: they resume unchecked.
+    # Older checkpoints did not record their stage-1 outputs: they resume unchecked; those
+    # that recorded no weights digest (before 2026-11-26) are compared without it.
     if run.saved is not None and "stage1" in run.saved.config:
-        run.check_saved("stage1", source, "was trained on other stage-1 outputs")
+        saved = run.saved.config["stage1"]
+        compared = source
+        if isinstance(saved, dict) and "weights_sha256" not in saved:
+            compared = {k: v for k, v in source.items() if k not in FINGERPRINT_ONLY}
+        run.check_saved("stage1", compared, "was trained on other stage-1 outputs")
     if isinstance(producer, Diffusion):
         cache = run.out / "stage1_outputs"
         generated = generate_stage1(images, cache, producer, show_progress)
@@ -192,7 +204,8 @@ def train(
     torch.manual_seed(config.seed)
     net = RefineNet(config.refine_config()).to(device)
     backend = resolve_backend(config.backend, device)
-    log.info("stage 2 state-space backend: %s", backend)
+    # On stderr as the other commands print it (the progress bar may be off).
+    print(f"stage 2 state-space backend: {backend}", file=sys.stderr)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
