@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import cast
 
@@ -17,6 +18,8 @@ from tssc_py.errors import TsscError
 from tssc_py.methods.base import Method, register
 from tssc_py.stage1.interpolator import check_flips, check_samples, load_stage1, windows
 
+FINGERPRINT_KEYS = ("weights_sha256", "sampling")
+"""What :meth:`Diffusion.fingerprint` adds to the method's settings."""
 SAMPLING_REVISION = 2
 """Raise when the same weights and options sample differently (2: each slice sequence has its
 own noise, 2026-11-26), so that cached outputs (stage 2's) are made again."""
@@ -109,12 +112,17 @@ class Diffusion(Method):
             # A compiled Module is a Module (OptimizedModule); the stub says only Callable.
             self.network = cast(nn.Module, torch.compile(self.stage1.model))
 
+    @cached_property
+    def _weights_sha256(self) -> str:
+        # Hashed once: stage-2 training asks for the fingerprint twice (resume check, cache).
+        return load_checkpoint(self.checkpoint).digest(self.weights)
+
     def fingerprint(self) -> dict[str, object]:
         """What decides this method's output, for caches of it: :meth:`settings` (the options
-        and the checkpoint's config), the weights themselves and the sampling code's
-        revision (:data:`SAMPLING_REVISION`)."""
-        digest = load_checkpoint(self.checkpoint).digest(self.weights)
-        return {**self.settings(), "weights_sha256": digest, "sampling": SAMPLING_REVISION}
+        and the checkpoint's config) and :data:`FINGERPRINT_KEYS`: the weights' digest and the
+        sampling code's revision (:data:`SAMPLING_REVISION`)."""
+        added = (self._weights_sha256, SAMPLING_REVISION)
+        return {**self.settings(), **dict(zip(FINGERPRINT_KEYS, added, strict=True))}
 
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
         config = self.stage1.config

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods import Diffusion, get_method
+from tssc_py.methods.diffusion import FINGERPRINT_KEYS
 from tssc_py.metrics import cross_slice_error, psnr, ssim
 from tssc_py.prepare import load_record, record_path
 from tssc_py.signals import deferred_sigterm
@@ -41,8 +42,6 @@ from tssc_py.stage2.ssm import resolve_backend
 from tssc_py.training import Run, RunOptions, hold_out
 
 KIND = "stage2"
-FINGERPRINT_ONLY = ("weights_sha256", "sampling")
-"""What :meth:`~tssc_py.methods.diffusion.Diffusion.fingerprint` adds to a method's settings."""
 LOG_COLUMNS = (
     "step",
     "seconds",
@@ -190,7 +189,7 @@ def train(
         saved = run.saved.config["stage1"]
         compared = source
         if isinstance(saved, dict) and "weights_sha256" not in saved:
-            compared = {k: v for k, v in source.items() if k not in FINGERPRINT_ONLY}
+            compared = {k: v for k, v in source.items() if k not in FINGERPRINT_KEYS}
         run.check_saved("stage1", compared, "was trained on other stage-1 outputs")
     if isinstance(producer, Diffusion):
         cache = run.out / "stage1_outputs"
