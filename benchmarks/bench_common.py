@@ -42,6 +42,16 @@ class Parser(argparse.ArgumentParser):
         raise TsscError(message)
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--device auto|cpu|cuda`` option every GPU-aware benchmark takes."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="Where to run (auto: CUDA when available).",
+    )
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least ``minimum``."""
 

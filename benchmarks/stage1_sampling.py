@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
 from itertools import product
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from bench_common import (
     Parser,
+    add_device_option,
     int_at_least,
     peak_rss_mib,
     positive_float,
@@ -47,6 +47,7 @@ from bench_common import (
     run_script,
     run_worker,
 )
+from stage1_attention import matmul_attention, sdpa_flops
 from torch.utils.flop_counter import FlopCounterMode
 
 from tssc_py.checkpoint import save_checkpoint
@@ -63,21 +64,6 @@ MATMUL_OPS = re.compile(
     r"^aten::(mm|addmm|bmm|baddbmm|_scaled_dot_product|_flash_attention|"
     r"_efficient_attention|_cudnn_attention|convolution|cudnn_convolution)"
 )
-
-
-def sdpa_flops(
-    query_shape: Sequence[int],
-    key_shape: Sequence[int],
-    value_shape: Sequence[int],
-    *args: object,
-    out_shape: object = None,
-    **kwargs: object,
-) -> int:
-    """FLOPs of one attention call: Q K^T and (softmax) V, two batched matrix products; the
-    formula torch gives its CUDA attention operators."""
-    b, h, s_q, d_q = query_shape
-    s_k, d_v = key_shape[-2], value_shape[-1]
-    return 2 * b * h * s_q * s_k * d_q + 2 * b * h * s_q * s_k * d_v
 
 
 def flop_counter() -> FlopCounterMode:
@@ -135,11 +121,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def route_temporal_attention(frames: int) -> None:
+    """Run attention over ``frames`` positions as two matrix products, in this process only.
+
+    The model calls ``scaled_dot_product_attention``; this replaces it by a function that
+    passes every other call on, so that a whole fill can be timed with the alternative that
+    ``stage1_attention.py`` times alone (each row of this script runs in its own process).
+    """
+    fused = torch.nn.functional.scaled_dot_product_attention
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if q.shape[-2] == frames and not args and not kwargs:
+            return matmul_attention(q, k, v)
+        return fused(q, k, v, *args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = attend
+
+
 def measure(
     args: argparse.Namespace, preset: str, device: torch.device, work: Path, compile: bool
 ) -> dict:
     """One preset's row of the table."""
     torch.manual_seed(0)
+    if args.temporal_attention == "matmul":
+        route_temporal_attention(args.frames)
     checkpoint = untrained_checkpoint(work, preset, args.size, args.frames)
     method = get_method(
         "diffusion",
@@ -184,7 +189,9 @@ def measure(
         stage1.model(x, t, mask, linear_prior(x, mask))  # eager: FLOPs are the same
     flops = counter.get_total_flops() / batch * args.slices * args.steps * args.flips
     row = {
-        "preset": preset + (", compiled" if method.network is not stage1.model else ""),
+        "preset": preset
+        + (", temporal matmul" if args.temporal_attention == "matmul" else "")
+        + (", compiled" if method.network is not stage1.model else ""),
         "first_s": first_s,
         "subject_s": subject_s,
         "stacks_per_s": args.slices / subject_s,
@@ -271,7 +278,8 @@ def case_command(args: argparse.Namespace, device: torch.device, case: str) -> l
     """The command that measures one ``case`` (``PRESET:compiled``) in a fresh process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--case", case]
     command += ["--device", device.type]
-    for name in ("size", "slices", "frames", "every", "steps", "batch_size", "flips"):
+    options = ("size", "slices", "frames", "every", "steps", "batch_size", "flips")
+    for name in (*options, "temporal_attention"):
         value = getattr(args, name)
         if value is not None:
             command += [f"--{name.replace('_', '-')}", str(value)]
@@ -281,12 +289,7 @@ def case_command(args: argparse.Namespace, device: torch.device, case: str) -> l
 
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(__doc__)
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="Where to run (auto: CUDA when available).",
-    )
+    add_device_option(parser)
     parser.add_argument(
         "--preset",
         action="append",
@@ -314,6 +317,13 @@ def main(argv: list[str] | None = None) -> None:
         type=positive_int,
         default=1,
         help="Flipped copies averaged: 1, 2, 4 or 8 (the method's default is 8).",
+    )
+    parser.add_argument(
+        "--temporal-attention",
+        choices=("sdpa", "matmul"),
+        default="sdpa",
+        help="Attention over the frames as the model runs it (sdpa), or as two matrix products "
+        "around a float32 softmax (matmul: the alternative stage1_attention.py times alone).",
     )
     parser.add_argument("--train-batch", type=positive_int, default=8, help="Training batch.")
     parser.add_argument("--repeats", type=positive_int, default=3, help="Timed fills (median).")

@@ -32,7 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import Parser, peak_rss_mib, positive_float, run_script, run_worker
+from bench_common import (
+    Parser,
+    add_device_option,
+    peak_rss_mib,
+    positive_float,
+    run_script,
+    run_worker,
+)
 
 from tssc_py.device import autocast, resolve_device
 from tssc_py.stage2.losses import LossConfig, refine_loss
@@ -173,12 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         help="Time per measurement (on a CPU, the refine base 256x256x32 case runs only with "
         f"{CPU_BASE_SECONDS:g} or more: about a minute per call on 2 cores).",
     )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="Where to run (auto: CUDA when available).",
-    )
+    add_device_option(parser)
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, JSON out
     parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)  # internal: correction
     args = parser.parse_args(argv)

@@ -102,6 +102,7 @@ STAGE1_SIZE = 16
 def tiny_train_config(**changes: object) -> TrainConfig:
     """A DiT_tiny run small enough for tests (a few steps on 16x16 frames)."""
     base = {
+        "preset": "DiT_tiny",  # auto would train DiT_S where the suite runs on a GPU
         "steps": 4,
         "batch_size": 2,
         "val_sequences": 2,

@@ -225,6 +225,29 @@ def test_resume_a_run_recorded_before_an_option_existed(tmp_path: Path, cohort: 
         )
 
 
+def test_resume_with_another_batch_size(tmp_path: Path, cohort: Path, checkpoint: Path) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    options = {"checkpoint": str(checkpoint), "batch_size": 16, "flips": 1}
+    run_cohort(cohort, out, ["diffusion"], config, show_progress=False, method_options=options)
+    state = json.loads((out / "run.json").read_text())
+    assert "batch_size" not in state["settings"]["methods"]["diffusion"]
+    # An earlier tssc recorded the batch size: not compared either.
+    state["settings"]["methods"]["diffusion"]["batch_size"] = 16
+    state["done"] = {}
+    (out / "run.json").write_text(json.dumps(state))
+    options["batch_size"] = 3
+    run_cohort(
+        cohort,
+        out,
+        ["diffusion"],
+        config,
+        show_progress=False,
+        resume=True,
+        method_options=options,
+    )
+
+
 def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, cohort: Path) -> None:
     out = tmp_path / "run"
     config = PrepareConfig(size=16, depth=12, frames=6)

@@ -1,5 +1,6 @@
-"""SIGTERM: deferred in training loops, held between the renames of a checkpoint swap, and
-turned into one error line and exit status 143 by the commands, with nothing half-written."""
+"""SIGTERM and Ctrl-C: deferred in training loops, held between the renames of a checkpoint
+swap, and turned into one error line and exit status 143 / 130 by the commands, with nothing
+half-written."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 from tests.conftest import BIN, REPO, tiny_train_config
 from tssc_py import signals
 from tssc_py.checkpoint import load_checkpoint
-from tssc_py.signals import Terminated, deferred_sigterm, raise_on_sigterm, signals_held
+from tssc_py.cli import command
+from tssc_py.signals import Terminated, deferred_stop, raise_on_sigterm, signals_held
 from tssc_py.stage1.train import train as train_stage1
 
 pytestmark = pytest.mark.skipif(
@@ -35,18 +37,53 @@ def recorded() -> list[int]:
     signals._received.clear()  # what raise_on_sigterm's handler noted
 
 
-def test_deferred_sigterm_sets_a_flag_and_passes_an_unhandled_one_on(recorded: list[int]) -> None:
-    with deferred_sigterm() as requested:
-        assert not requested()
+def test_deferred_stop_names_the_signal_and_passes_an_unhandled_one_on(
+    recorded: list[int],
+) -> None:
+    with deferred_stop() as requested:
+        assert requested() is None
         os.kill(os.getpid(), signal.SIGTERM)
-        assert requested() and not recorded
+        assert requested() == signal.SIGTERM and not recorded
     assert recorded == [signal.SIGTERM]  # the block did not act on it: delivered again
     recorded.clear()
-    with pytest.raises(Terminated), deferred_sigterm() as requested:
+    with pytest.raises(Terminated), deferred_stop() as requested:
         os.kill(os.getpid(), signal.SIGTERM)
         if requested():
             raise Terminated
     assert not recorded  # acted on: not delivered again
+
+
+def test_deferred_stop_waits_for_one_ctrl_c_not_for_two() -> None:
+    with pytest.raises(Terminated), deferred_stop() as requested:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert requested() == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert requested() == signal.SIGINT  # the first that came
+        raise Terminated
+    with pytest.raises(KeyboardInterrupt), deferred_stop() as requested:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert requested() == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    # The checkpoint swap holds every Ctrl-C, however many.
+    with pytest.raises(KeyboardInterrupt):  # delivered after the block
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        time.sleep(1)
+
+
+def test_ctrl_c_is_one_error_line_and_status_130(capsys: pytest.CaptureFixture[str]) -> None:
+    @command
+    def interrupted() -> None:
+        """A command the user stops."""
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as done:
+        interrupted.main([], prog_name="tssc-x")
+    assert done.value.code == 130
+    assert capsys.readouterr().err.strip() == "Error: interrupted by Ctrl-C"
 
 
 def test_signals_held_delivers_after_the_block(recorded: list[int]) -> None:
@@ -97,9 +134,17 @@ def _train_command(kind: str, prepared: Path, out: Path, stage1: Path) -> list[s
     return ["tssc-train-baseline", *common, "--model", "voxelmorph", "--frames", "6"]
 
 
-@pytest.mark.parametrize("kind", ["stage1", "stage2", "baseline"])
-def test_sigterm_saves_the_training_step_and_stops_cleanly(
-    kind: str, prepared: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("kind", "signum"),
+    [
+        ("stage1", signal.SIGTERM),
+        ("stage2", signal.SIGTERM),
+        ("baseline", signal.SIGTERM),
+        ("stage1", signal.SIGINT),
+    ],
+)
+def test_a_stop_saves_the_training_step_and_stops_cleanly(
+    kind: str, signum: int, prepared: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     stage1 = tmp_path / "stage1"
@@ -117,12 +162,15 @@ def test_sigterm_saves_the_training_step_and_stops_cleanly(
     while not (out / "checkpoint" / "config.json").is_file():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    lines = [line for line in err.splitlines() if line.strip() and "backend" not in line]
-    assert len(lines) == 1 and lines[0].startswith("Error: stopped by SIGTERM after step "), err
-    step = int(lines[0].split("after step ")[1].split(",")[0])
+    assert proc.returncode == 128 + signum, err
+    # Notes before it (the backend, the wavelet levels) are fine; one error line, the last.
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    said = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}[signum]
+    assert errors == lines[-1:] and errors[0].startswith(f"Error: stopped by {said} after "), err
+    step = int(lines[-1].split("after step ")[1].split(",")[0])
     assert load_checkpoint(out / "checkpoint").config["step"] == step
     assert (out / "log.csv").read_text().splitlines()[-1].startswith(f"{step},")
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []

@@ -29,8 +29,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 class Command(click.Command):
     """A click command that reports :class:`TsscError` as a one-line error, and SIGTERM (a
-    batch system's time limit) as one line and exit status 143 after removing what was
-    half-written."""
+    batch system's time limit) or Ctrl-C as one line and exit status 143 or 130 after removing
+    what was half-written."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("context_settings", CONTEXT)
@@ -58,7 +58,10 @@ class Command(click.Command):
             raise click.ClickException(str(exc)) from None
         except Terminated as exc:
             click.echo(f"Error: {exc}", err=True)
-            raise click.exceptions.Exit(128 + signal.SIGTERM) from None
+            raise click.exceptions.Exit(128 + exc.signum) from None
+        except KeyboardInterrupt:  # click would print "Aborted!" and exit with status 1
+            click.echo("\nError: interrupted by Ctrl-C", err=True)
+            raise click.exceptions.Exit(128 + signal.SIGINT) from None
         if sigterm_received():  # its exception was swallowed: the work went on, but stop now
             click.echo(f"Error: {Terminated()}", err=True)
             raise click.exceptions.Exit(128 + signal.SIGTERM)

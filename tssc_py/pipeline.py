@@ -31,7 +31,7 @@ from tssc_py.atomic import atomic_path, check_folder, outputs
 from tssc_py.errors import TsscError, about, differences
 from tssc_py.io import read_scan, scan_shape, scan_suffix, write_scan
 from tssc_py.methods import Method, fill_chunk, get_method, method_names
-from tssc_py.methods.base import method_class, option_defaults
+from tssc_py.methods.base import RUNTIME_OPTIONS, method_class, option_defaults
 from tssc_py.metrics import check_scored_shape, check_ssim_shape, write_subject_metrics
 from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record, select_frames
 from tssc_py.report import (
@@ -103,9 +103,10 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def _with_later_options(before: Any, settings: dict[str, Any]) -> Any:
-    """The recorded settings with the defaults of options a method gained since: a run of an
-    earlier tssc recorded no value for them, and it ran with the default (e.g. ``demons``'
-    ``iterations``, ``sigma``, ``levels``, recorded since 2026-11-26)."""
+    """The recorded settings as this version records them: with the defaults of options a
+    method gained since (a run of an earlier tssc recorded no value for them, and it ran with
+    the default: e.g. ``demons``' ``iterations``, ``sigma``, ``levels``, recorded since
+    2026-11-26), without the runtime options earlier versions recorded (``batch_size``)."""
     methods = before.get("methods") if isinstance(before, dict) else None
     if not isinstance(methods, dict):
         return before
@@ -116,6 +117,7 @@ def _with_later_options(before: Any, settings: dict[str, Any]) -> Any:
             defaults = _plain(option_defaults(method_class(name)))
             missing = {k: defaults[k] for k in now if k not in recorded and k in defaults}
             recorded = {**missing, **recorded}
+            recorded = {k: v for k, v in recorded.items() if k not in RUNTIME_OPTIONS}
         filled[name] = recorded
     return {**before, "methods": filled}
 

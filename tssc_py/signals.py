@@ -1,9 +1,11 @@
-"""SIGTERM handling: what a batch system sends at a job's time limit or on cancellation.
+"""SIGTERM and Ctrl-C handling: what a batch system sends at a job's time limit or on
+cancellation, and what a user at a terminal types.
 
 By default SIGTERM ends a Python process on the spot, leaving temporary files and folders
 behind. The commands make it raise :class:`Terminated` instead, which unwinds like Ctrl-C so
-that every half-written output is removed; training loops defer it to the end of the current
-step, save a checkpoint there and then stop, so that ``--resume`` loses nothing.
+that every half-written output is removed; training loops defer both to the end of the current
+step, save a checkpoint there and then stop, so that ``--resume`` loses nothing (a second
+Ctrl-C stops at once).
 """
 
 from __future__ import annotations
@@ -15,12 +17,21 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 
+STOP_NAMES: dict[int, str] = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
+"""How the stop messages name the signals that stop a command."""
+
 
 class Terminated(BaseException):
-    """SIGTERM arrived. A BaseException, so that ``except Exception`` does not swallow it."""
+    """SIGTERM arrived, or a signal a training loop saved its state for before stopping.
+    A BaseException, so that ``except Exception`` does not swallow it.
 
-    def __init__(self, message: str = "stopped by SIGTERM") -> None:
+    Attributes:
+        signum: The signal (the command's exit status is 128 + ``signum``).
+    """
+
+    def __init__(self, message: str = "stopped by SIGTERM", signum: int = signal.SIGTERM) -> None:
         super().__init__(message)
+        self.signum = signum
 
 
 _received: list[int] = []
@@ -70,9 +81,11 @@ def stop_if_terminated() -> None:
 
 
 @contextmanager
-def held(*signums: int) -> Iterator[Callable[[], bool]]:
-    """In the block, the signals ``signums`` are only noted (the yielded function says whether
-    one came); when the block ends normally they are delivered to the previous handlers.
+def held(*signums: int, second_interrupts: bool = False) -> Iterator[Callable[[], int | None]]:
+    """In the block, the signals ``signums`` are only noted (the yielded function returns the
+    first that came, or None); when the block ends normally they are delivered to the previous
+    handlers. With ``second_interrupts``, a second SIGINT raises KeyboardInterrupt at once: a
+    user who presses Ctrl-C again does not want to wait.
 
     Python runs signal handlers in the main thread only, whichever thread the signal reaches
     (torch's worker threads included), so replacing the handlers holds them back where a
@@ -80,12 +93,18 @@ def held(*signums: int) -> Iterator[Callable[[], bool]]:
     handler can interrupt it.
     """
     if not _main_thread():
-        yield lambda: False
+        yield lambda: None
         return
     came: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in signums}
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        if second_interrupts and signum == signal.SIGINT and signum in came:
+            raise KeyboardInterrupt
+        came.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in signums}
     try:
-        yield lambda: bool(came)
+        yield lambda: came[0] if came else None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
@@ -93,12 +112,13 @@ def held(*signums: int) -> Iterator[Callable[[], bool]]:
         signal.raise_signal(signum)
 
 
-def deferred_sigterm() -> AbstractContextManager[Callable[[], bool]]:
-    """SIGTERM :func:`held` for a loop that stops at a safe point when it came (raising
-    :class:`Terminated` itself, so that it is not delivered again)."""
-    return held(signal.SIGTERM)
+def deferred_stop() -> AbstractContextManager[Callable[[], int | None]]:
+    """SIGTERM and Ctrl-C :func:`held` for a loop that stops at a safe point when one came
+    (raising :class:`Terminated` itself, so that it is not delivered again); a second Ctrl-C
+    interrupts at once."""
+    return held(signal.SIGTERM, signal.SIGINT, second_interrupts=True)
 
 
-def signals_held() -> AbstractContextManager[Callable[[], bool]]:
+def signals_held() -> AbstractContextManager[Callable[[], int | None]]:
     """SIGINT and SIGTERM :func:`held` (e.g. between two renames that must both happen)."""
     return held(signal.SIGINT, signal.SIGTERM)

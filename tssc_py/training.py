@@ -12,7 +12,7 @@ import csv
 import io
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -30,13 +30,16 @@ from tssc_py.checkpoint import (
     save_checkpoint,
 )
 from tssc_py.errors import TsscError, differences
-from tssc_py.signals import Terminated
+from tssc_py.signals import STOP_NAMES, Terminated
 
 T = TypeVar("T")
 Options = TypeVar("Options", bound="RunOptions")
 
 LOG_EVERY = 50
 """Steps between log rows (besides the rows at validations and checkpoints)."""
+
+AUTO_PRESET = "auto"
+"""The ``preset`` value that picks the network size from the device."""
 
 
 @dataclass
@@ -108,6 +111,17 @@ def versus_linear_line(step: int, scores: Mapping[str, float]) -> str:
         f"(linear {scores['val_linear_psnr']:.2f}), SSIM {scores['val_ssim']:.4f} "
         f"(linear {scores['val_linear_ssim']:.4f})"
     )
+
+
+def chosen_preset(config: Options, device: torch.device, cpu: str, gpu: str, what: str) -> Options:
+    """``config`` with the preset ``auto`` made ``gpu`` on a GPU and ``cpu`` elsewhere (said on
+    stderr), so that the checkpoint records the network that was trained."""
+    if getattr(config, "preset", None) != AUTO_PRESET:
+        return config
+    preset = gpu if device.type == "cuda" else cpu
+    print(f"{what} preset: {preset} (--preset auto on {device.type})", file=sys.stderr)
+    changes: dict[str, Any] = {"preset": preset}  # a field of some trainers' options only
+    return replace(config, **changes)
 
 
 class Run:
@@ -228,17 +242,17 @@ class Run:
         return step
 
     def due(
-        self, step: int, options: RunOptions, can_validate: bool, stopping: bool = False
+        self, step: int, options: RunOptions, can_validate: bool, stop: int | None = None
     ) -> tuple[bool, bool, bool]:
         """What happens after ``step``: (validate, checkpoint, log a row).
 
         The last step always validates (when there is a validation set) and saves; every
         checkpoint gets a log row, so that a resumed run logs exactly the rows of an
-        uninterrupted one (each row's loss is the mean since the previous row). ``stopping``
-        (SIGTERM came) saves and logs at once, without validating: a batch system allows
-        only seconds between SIGTERM and SIGKILL.
+        uninterrupted one (each row's loss is the mean since the previous row). ``stop`` (the
+        signal that came, SIGTERM or Ctrl-C; None: none) saves and logs at once, without
+        validating: a batch system allows only seconds between SIGTERM and SIGKILL.
         """
-        if stopping:
+        if stop is not None:
             return False, True, True
         last = step == options.steps
         validate = can_validate and (
@@ -247,16 +261,17 @@ class Run:
         checkpoint = last or (options.checkpoint_every > 0 and step % options.checkpoint_every == 0)
         return validate, checkpoint, validate or checkpoint or step % LOG_EVERY == 0
 
-    def stop_if(self, stopping: bool, step: int) -> None:
-        """End the run after ``step``'s checkpoint when SIGTERM came.
+    def stop_if(self, signum: int | None, step: int) -> None:
+        """End the run after ``step``'s checkpoint when the signal ``signum`` came (None: none).
 
         Raises:
-            Terminated: If ``stopping``.
+            Terminated: If a signal came.
         """
-        if stopping:
+        if signum is not None:
             raise Terminated(
-                f"stopped by SIGTERM after step {step}, saved in {self.checkpoint}: "
-                "continue with --resume"
+                f"stopped by {STOP_NAMES.get(signum, f'signal {signum}')} after step {step}, "
+                f"saved in {self.checkpoint}: continue with --resume",
+                signum,
             )
 
     def finish(self, bar: tqdm, first_step: int, options: RunOptions) -> Path:

@@ -64,6 +64,9 @@ BAD_OPTIONS = [
     ("stage1_sampling", ["--device", "cpu", "--repeats", "0"], "at least 1"),
     ("stage1_sampling", ["--device", "cpu", "--flips", "3"], "flips must be one of"),
     ("stage1_sampling", ["--device", "cpu", "--preset", "DiT_XXL"], "unknown DiT preset"),
+    ("stage1_attention", ["--device", "cpu", "--size", "30"], "patch size 4"),
+    ("stage1_attention", ["--device", "cpu", "--calls", "0"], "at least 1"),
+    ("stage1_attention", ["--device", "cpu", "--preset", "DiT_XXL"], "unknown DiT preset"),
     ("stage1_speed", ["--size", "12"], "multiple of 8"),
     ("stage1_speed", ["--size", "0"], "at least 1"),
     ("stage1_speed", ["--seconds", "0"], "above 0"),
@@ -83,7 +86,7 @@ def test_bad_option_is_one_error_line(capsys, script, argv, says):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("script", ["stage1_sampling", "stage2"])
+@pytest.mark.parametrize("script", ["stage1_sampling", "stage1_attention", "stage2"])
 def test_cuda_without_gpu_is_one_error_line(capsys, script):
     assert "no CUDA device" in one_error_line(capsys, script, ["--device", "cuda"])
 
@@ -136,6 +139,21 @@ def test_cpu_flop_count_includes_attention():
     per_block = 4 * batch * config.hidden * (tokens * frames**2 + frames * tokens**2)
     assert attention == config.depth * per_block, counts
     assert counter.get_total_flops() == sum(counts.values())
+
+
+def test_attention_table_has_every_implementation(capsys):
+    """Both attention shapes of a model call, each implementation timed or marked unavailable,
+    every timed one agreeing with the float64 computation."""
+    argv = ["--device", "cpu", "--size", "8", "--slices", "1", "--frames", "3"]
+    assert run_script(load("stage1_attention").main, [*argv, "--calls", "1", "--repeats", "1"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[4:]]
+    # 2x2 patches: temporal (4 series of 3 frames), spatial (3 frames of 4 tokens).
+    assert [(row[0], row[1]) for row in rows] == [("| temporal", "(4, 2, 3, 32)")] * 6 + [
+        ("| spatial", "(3, 2, 4, 32)")
+    ] * 6
+    timed = [row for row in rows if row[3] != "not available"]
+    assert {row[2] for row in timed} >= {"sdpa math", "matmul + softmax"}
+    assert all(float(row[6].rstrip(" |")) < 1e-5 for row in timed), timed
 
 
 def test_io_worker_writes_inside_its_folder(tmp_path, capsys):

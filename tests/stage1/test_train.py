@@ -15,6 +15,7 @@ from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.stage1.train import LOG_COLUMNS, TrainConfig, learning_rate, train
+from tssc_py.training import chosen_preset
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -168,3 +169,17 @@ def test_no_validation_subjects(prepared: Path, tmp_path: Path) -> None:
     config = tiny_train_config(steps=2, val_subjects=0)
     train([prepared], tmp_path / "run", config, show_progress=False)
     assert all(r["val_psnr"] == "" for r in _rows(tmp_path / "run"))
+
+
+def test_preset_auto_picks_by_device_and_records_the_choice(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_train_config(preset="auto", steps=1, val_every=0, device="cpu")
+    assert chosen_preset(config, torch.device("cuda"), "DiT_tiny", "DiT_S", "x").preset == "DiT_S"
+    assert "x preset: DiT_S (--preset auto on cuda)" in capsys.readouterr().err
+    train([prepared], tmp_path / "run", config, show_progress=False)
+    assert "stage 1 preset: DiT_tiny (--preset auto on cpu)" in capsys.readouterr().err
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint").config
+    assert saved["train"]["preset"] == "DiT_tiny"  # a resume on a GPU keeps this network
+    given = tiny_train_config(preset="DiT_B")
+    assert chosen_preset(given, torch.device("cuda"), "DiT_tiny", "DiT_S", "x") is given

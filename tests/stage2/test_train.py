@@ -47,7 +47,14 @@ def _linear_outputs(prepared: Path, folder: Path) -> Path:
 
 
 def _config(**changes: object) -> TrainConfig:
-    base = {"steps": 4, "batch_size": 2, "crop": 8, "val_every": 2, "checkpoint_every": 2}
+    base = {
+        "preset": "tiny",  # auto would train base where the suite runs on a GPU
+        "steps": 4,
+        "batch_size": 2,
+        "crop": 8,
+        "val_every": 2,
+        "checkpoint_every": 2,
+    }
     return TrainConfig(**{**base, **changes})
 
 
@@ -245,6 +252,14 @@ def test_resume_refuses_other_stage1_outputs(prepared: Path, tmp_path: Path) -> 
         train([prepared], run, _config(steps=3), stage1_outputs=run / "lin", resume=True)
     assert sorted((run / "stage1_outputs").glob("*.nii")) == made  # not made again
     train([prepared], run, _config(steps=3), stage1=models[0], resume=True, show_progress=False)
+    # The batch size is not compared, also where an earlier tssc recorded it.
+    config_file = run / "checkpoint" / "config.json"
+    config = json.loads(config_file.read_text())
+    assert "batch_size" not in config["stage1"]
+    config["stage1"]["batch_size"] = 16
+    config_file.write_text(json.dumps(config))
+    options = {"batch_size": 2}
+    train([prepared], run, _config(steps=3), stage1=models[0], stage1_options=options, resume=True)
     # Stage 1 retrained in place with the same options: other weights, other outputs.
     weights = models[0] / "ema.safetensors"
     save_file({k: v + 0.01 for k, v in load_file(str(weights)).items()}, str(weights))
@@ -283,12 +298,19 @@ def test_inputs_crops_and_the_backend_line(
     # A crop beyond the frames is cut to their side rounded down to a multiple of 4 (30x30
     # frames failed at the first step: the network halves the side twice).
     frames = np.zeros((2, 30, 30, 4), np.float32)
-    x, _ = CropSampler([Pair("s", frames, frames)], 64).batch(np.random.default_rng(0), 2)
-    assert x.shape == (2, 1, 28, 28, 4)
+    sampler = CropSampler([Pair("s", frames, frames)], 64)
+    x, _ = sampler.batch(np.random.default_rng(0), 2)
+    assert x.shape == (2, 1, 28, 28, 4) and sampler.crop_shapes() == {(28, 28, 4)}
     with pytest.raises(TsscError, match="frames under 4 voxels in-plane"):
         CropSampler([Pair("s", frames[:, :3], frames[:, :3])], 8)
     train([prepared], tmp_path / "b", _config(crop=64), stage1_outputs=outputs, show_progress=False)
-    assert "stage 2 state-space backend: torch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stage 2 state-space backend: torch" in err
+    # The 4 slices allow 2 haar levels of the default 3: said, not silently lowered.
+    assert (
+        "wavelet levels: 2 of the 3 asked for (--level), as many as haar allows on training "
+        "crops of 16x16x4 voxels"
+    ) in err
 
 
 def test_train_needs_exactly_one_stage1_source(prepared: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from tssc_py.baselines.model import (
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.metrics import versus_linear
-from tssc_py.signals import deferred_sigterm
+from tssc_py.signals import deferred_stop
 from tssc_py.stage1.data import Sampler, load_cohort, prepared_images, validation_set
 from tssc_py.training import Run, RunOptions, hold_out, versus_linear_line
 
@@ -171,7 +171,7 @@ def train(
         disable=not show_progress,
     )
     losses: list[float] = []
-    with deferred_sigterm() as stop_requested:
+    with deferred_stop() as stop_requested:
         while step < config.steps:
             model.train()
             x0, x1 = torch.from_numpy(pairs(*sampler.batch(rng, config.batch_size), rng)).to(device)
@@ -183,8 +183,8 @@ def train(
             losses.append(float(loss.detach()))
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-            stopping = stop_requested()
-            validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0, stopping)
+            stop = stop_requested()
+            validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0, stop)
             if logged:
                 row: dict[str, Any] = {
                     "step": step,
@@ -200,5 +200,5 @@ def train(
                 losses = []
             if checkpoint:
                 run.save(saved_config, modules, optimizer, gen, rng, step)
-            run.stop_if(stopping, step)
+            run.stop_if(stop, step)
     return run.finish(bar, first_step, config)

@@ -21,8 +21,9 @@ M = TypeVar("M", bound=type["Method"])
 
 _REGISTRY: dict[str, type[Method]] = {}
 
-RUNTIME_OPTIONS = ("device", "compile")
-"""Method options that choose where a method runs, not what it computes."""
+RUNTIME_OPTIONS = ("device", "compile", "batch_size")
+"""Method options that choose where and in what batches a method runs, not what it computes
+(recorded by runs of tssc before 2026-11-26 for ``batch_size``)."""
 
 
 class Method(ABC):
@@ -42,8 +43,9 @@ class Method(ABC):
     def settings(self) -> dict[str, object]:
         """What decides this method's output besides its input: the value of each option
         (defaults included; an instance keeps each as the attribute of that name), a trained
-        model's checkpoint as its config (which names its training step). Where it runs
-        (``device``, ``compile``) is left out: it changes results only by rounding."""
+        model's checkpoint as its config (which names its training step). Where and in what
+        batches it runs (:data:`RUNTIME_OPTIONS`) is left out: it changes results only by
+        rounding."""
         values: dict[str, object] = {
             name: getattr(self, name) for name in self.options if name not in RUNTIME_OPTIONS
         }

@@ -27,12 +27,19 @@ from tqdm import tqdm
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.metrics import versus_linear
-from tssc_py.signals import deferred_sigterm
+from tssc_py.signals import deferred_stop
 from tssc_py.stage1.data import Sampler, Series, load_cohort, prepared_images, validation_set
 from tssc_py.stage1.diffusion import ScheduleConfig
 from tssc_py.stage1.interpolator import Stage1, Stage1Config, linear_prior
 from tssc_py.stage1.model import DiTConfig, VideoDiT, preset_config
-from tssc_py.training import Run, RunOptions, hold_out, versus_linear_line
+from tssc_py.training import (
+    AUTO_PRESET,
+    Run,
+    RunOptions,
+    chosen_preset,
+    hold_out,
+    versus_linear_line,
+)
 
 KIND = "stage1"
 LOG_COLUMNS = (
@@ -53,7 +60,8 @@ class TrainConfig(RunOptions):
     """Options of one stage-1 run (besides :class:`~tssc_py.training.RunOptions`).
 
     Attributes:
-        preset: DiT size preset (``DiT_tiny``, ``DiT_S``, ``DiT_B``).
+        preset: DiT size preset (``DiT_tiny``, ``DiT_S``, ``DiT_B``), or ``auto``: ``DiT_S``
+            on a GPU, ``DiT_tiny`` on a CPU (the checkpoint records the one trained).
         patch_size: Override of the preset's patch size (None keeps it).
         hidden: Override of the preset's width.
         depth: Override of the preset's number of blocks.
@@ -77,7 +85,7 @@ class TrainConfig(RunOptions):
     """
 
     lr: float = 5e-4
-    preset: str = "DiT_tiny"
+    preset: str = AUTO_PRESET
     patch_size: int | None = None
     hidden: int | None = None
     depth: int | None = None
@@ -191,11 +199,12 @@ def train(
     images = prepared_images(inputs)
     cohort = load_cohort(images, config.frames)
     train_set, val_set = hold_out(cohort, config.val_subjects, lambda s: s.subject)
+    device = resolve_device(config.device)
+    config = chosen_preset(config, device, "DiT_tiny", "DiT_S", "stage 1")
     stage1_config = _stage1_config(config, cohort)
     subjects = sorted(s.subject for s in cohort)
     run.check_saved("stage1", stage1_config.to_dict(), "was trained on data of another shape")
     run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")
-    device = resolve_device(config.device)
 
     torch.manual_seed(config.seed)
     stage1 = Stage1(stage1_config)
@@ -226,7 +235,7 @@ def train(
         disable=not show_progress,
     )
     losses: list[float] = []
-    with deferred_sigterm() as stop_requested:
+    with deferred_stop() as stop_requested:
         while step < config.steps:
             model.train()
             lr = learning_rate(config, step)
@@ -249,8 +258,8 @@ def train(
             losses.append(float(loss.detach()))
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{lr:.2e}")
-            stopping = stop_requested()
-            validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0, stopping)
+            stop = stop_requested()
+            validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0, stop)
             if logged:
                 row: dict[str, Any] = {
                     "step": step,
@@ -269,5 +278,5 @@ def train(
                 losses = []
             if checkpoint:
                 run.save(saved_config, modules, optimizer, gen, rng, step)
-            run.stop_if(stopping, step)
+            run.stop_if(stop, step)
     return run.finish(bar, first_step, config)

@@ -163,6 +163,14 @@ class CropSampler:
         self.weights = np.array([len(p.generated) for p in self.pairs], dtype=float)
         self.weights /= self.weights.sum()
 
+    def crop_shapes(self) -> set[tuple[int, int, int]]:
+        """The shapes of the crops :meth:`batch` cuts, one per distinct pair shape."""
+        return {self._crop_shape(p.generated.shape[1:]) for p in self.pairs}
+
+    def _crop_shape(self, shape: Sequence[int]) -> tuple[int, int, int]:
+        nx, ny, nz = shape
+        return min(self.crop, nx // 4 * 4), min(self.crop, ny // 4 * 4), nz
+
     def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
         """``(size, 1, c, c, z)`` inputs and targets."""
         inputs, targets = [], []
@@ -170,7 +178,7 @@ class CropSampler:
             pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
             t = int(rng.integers(len(pair.generated)))
             nx, ny = pair.generated.shape[1:3]
-            cx, cy = min(self.crop, nx // 4 * 4), min(self.crop, ny // 4 * 4)
+            cx, cy, _ = self._crop_shape(pair.generated.shape[1:])
             x0 = int(rng.integers(nx - cx, endpoint=True))
             y0 = int(rng.integers(ny - cy, endpoint=True))
             a = pair.generated[t, x0 : x0 + cx, y0 : y0 + cy]

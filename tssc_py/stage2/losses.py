@@ -9,6 +9,7 @@ version computed on detached NumPy arrays, its gradient reaches the network (tes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,6 +51,13 @@ class LossConfig:
         return asdict(self)
 
 
+def usable_level(shape: Sequence[int], wavelet: str, level: int) -> int:
+    """The levels a decomposition of a volume of ``shape`` uses: ``level``, capped at what its
+    smallest side allows for ``wavelet`` (at least 1)."""
+    length = pywt.Wavelet(wavelet).dec_len
+    return max(1, min(level, pywt.dwt_max_level(min(shape), length)))
+
+
 def wavelet_loss(pred: torch.Tensor, truth: torch.Tensor, wavelet: str, level: int) -> torch.Tensor:
     """Mean over all sub-bands of the mean absolute coefficient difference.
 
@@ -62,8 +70,7 @@ def wavelet_loss(pred: torch.Tensor, truth: torch.Tensor, wavelet: str, level: i
     with torch.autocast(pred.device.type, enabled=False):
         a = pred.float().reshape(-1, *pred.shape[-3:])
         b = truth.float().reshape(-1, *truth.shape[-3:])
-        length = pywt.Wavelet(wavelet).dec_len
-        usable = max(1, min(level, pywt.dwt_max_level(min(a.shape[-3:]), length)))
+        usable = usable_level(a.shape[-3:], wavelet, level)
         ca = ptwt.wavedec3(a, wavelet, level=usable, mode="zero")
         cb = ptwt.wavedec3(b, wavelet, level=usable, mode="zero")
         bands = [(ca[0], cb[0])]

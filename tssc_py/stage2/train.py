@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ from tqdm import tqdm
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods import Diffusion, get_method
+from tssc_py.methods.base import RUNTIME_OPTIONS
 from tssc_py.methods.diffusion import FINGERPRINT_KEYS
 from tssc_py.metrics import cross_slice_error, psnr, ssim
 from tssc_py.prepare import load_record, record_path
-from tssc_py.signals import deferred_sigterm
+from tssc_py.signals import deferred_stop
 from tssc_py.stage1.data import prepared_images
 from tssc_py.stage2.data import (
     CropSampler,
@@ -35,11 +37,11 @@ from tssc_py.stage2.data import (
     outputs_folder,
     outputs_source,
 )
-from tssc_py.stage2.losses import LossConfig, refine_loss
+from tssc_py.stage2.losses import LossConfig, refine_loss, usable_level
 from tssc_py.stage2.model import RefineConfig, RefineNet, build_refine
 from tssc_py.stage2.refine import refine_volume
 from tssc_py.stage2.ssm import resolve_backend
-from tssc_py.training import Run, RunOptions, hold_out
+from tssc_py.training import AUTO_PRESET, Run, RunOptions, chosen_preset, hold_out
 
 KIND = "stage2"
 LOG_COLUMNS = (
@@ -64,7 +66,8 @@ class TrainConfig(RunOptions):
     """Options of one stage-2 run (besides :class:`~tssc_py.training.RunOptions`).
 
     Attributes:
-        preset: Network size preset (``tiny``, ``base``).
+        preset: Network size preset (``tiny``, ``base``), or ``auto``: ``base`` on a GPU,
+            ``tiny`` on a CPU (the checkpoint records the one trained).
         channels: Override of the preset's width.
         blocks: Override of the preset's number of tri-directional blocks.
         backend: State-space backend (``auto``, ``torch``, ``mamba_ssm``).
@@ -77,7 +80,7 @@ class TrainConfig(RunOptions):
     """
 
     batch_size: int = 4
-    preset: str = "tiny"
+    preset: str = AUTO_PRESET
     channels: int | None = None
     blocks: int | None = None
     backend: str = "auto"
@@ -122,6 +125,17 @@ def evaluate(net: RefineNet, pairs: list[Pair], device: torch.device) -> dict[st
                     cross_slice_error(volume, truth)
                 )
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def say_lowered_level(shapes: Iterable[tuple[int, int, int]], loss: LossConfig) -> None:
+    """Say on stderr when training crops are too small for the wavelet levels asked for."""
+    used, shape = min((usable_level(shape, loss.wavelet, loss.level), shape) for shape in shapes)
+    if used < loss.level:
+        print(
+            f"wavelet levels: {used} of the {loss.level} asked for (--level), as many as "
+            f"{loss.wavelet} allows on training crops of {'x'.join(map(str, shape))} voxels",
+            file=sys.stderr,
+        )
 
 
 def train(
@@ -171,6 +185,7 @@ def train(
     # Everything that can be refused is checked before stage 1 runs over the cohort.
     _, val_subjects = hold_out(subjects, config.val_subjects, str)
     device = resolve_device(config.device)
+    config = chosen_preset(config, device, "tiny", "base", "stage 2")
     # The stage-1 method to run, or the folder of its outputs.
     producer: Diffusion | Path
     if stage1 is not None:
@@ -184,12 +199,15 @@ def train(
         producer = Path(stage1_outputs)
         source = outputs_source(producer)
     # Older checkpoints did not record their stage-1 outputs: they resume unchecked; those
-    # that recorded no weights digest (before 2026-11-26) are compared without it.
+    # that recorded no weights digest (before 2026-11-26) are compared without it, and the
+    # runtime options they recorded (batch_size) are not compared.
     if run.saved is not None and "stage1" in run.saved.config:
         saved = run.saved.config["stage1"]
         compared = source
         if isinstance(saved, dict) and "weights_sha256" not in saved:
             compared = {k: v for k, v in source.items() if k not in FINGERPRINT_KEYS}
+        if isinstance(saved, dict) and isinstance(producer, Diffusion):
+            compared = {**{k: saved[k] for k in RUNTIME_OPTIONS if k in saved}, **compared}
         run.check_saved("stage1", compared, "was trained on other stage-1 outputs")
     if isinstance(producer, Diffusion):
         cache = run.out / "stage1_outputs"
@@ -220,6 +238,8 @@ def train(
         "stage1": source,
     }
     sampler = CropSampler(train_pairs, config.crop)
+    if loss_config.w_wavelet > 0:
+        say_lowered_level(sampler.crop_shapes(), loss_config)
     start = time.monotonic() - run.elapsed
     bar = tqdm(
         total=config.steps,
@@ -230,7 +250,7 @@ def train(
         postfix={"backend": backend},
     )
     terms: list[dict[str, float]] = []
-    with deferred_sigterm() as stop_requested:
+    with deferred_stop() as stop_requested:
         while step < config.steps:
             net.train()
             lr = config.lr * (1.0 - step / config.steps)
@@ -248,8 +268,8 @@ def train(
             terms.append({"loss": float(loss.detach()), **parts})
             bar.update()
             bar.set_postfix(loss=f"{np.mean([t['loss'] for t in terms]):.4f}", backend=backend)
-            stopping = stop_requested()
-            validate, checkpoint, logged = run.due(step, config, bool(val_pairs), stopping)
+            stop = stop_requested()
+            validate, checkpoint, logged = run.due(step, config, bool(val_pairs), stop)
             if logged:
                 row: dict[str, Any] = {
                     "step": step,
@@ -271,5 +291,5 @@ def train(
                 terms = []
             if checkpoint:
                 run.save(saved_config, modules, optimizer, gen, rng, step)
-            run.stop_if(stopping, step)
+            run.stop_if(stop, step)
     return run.finish(bar, first_step, config)
