@@ -73,6 +73,14 @@ def command(func: F) -> click.Command:
     return click.command(cls=Command)(func)
 
 
+def typed_options() -> frozenset[str]:
+    """The parameters of the running command given on its command line (or through the
+    environment), as opposed to left at their defaults."""
+    ctx = click.get_current_context()
+    left = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+    return frozenset(name for name in ctx.params if ctx.get_parameter_source(name) not in left)
+
+
 PATH = click.Path(path_type=Path, dir_okay=True)
 
 overwrite_option = click.option(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -166,11 +166,12 @@ class Run:
                 "holds an earlier run (use --resume to continue or --overwrite)", self.out
             )
 
-    def options(self, given: Options) -> Options:
+    def options(self, given: Options, typed: Collection[str] | None = None) -> Options:
         """The options to run with: on resume the saved ones, except ``steps`` (may grow).
 
-        Given options that differ from both their default and the saved value are named on
-        stderr, since they are not used.
+        Given options that differ from the saved value are named on stderr, since they are not
+        used: those in ``typed`` (the names typed on a command line), or, without it, those
+        that differ from their default.
 
         Raises:
             TsscError: If the saved options are not this version's.
@@ -190,7 +191,8 @@ class Run:
         ignored = [
             f"{name} {getattr(options, name)} (not {value})"
             for name, value in vars(given).items()
-            if value != getattr(default, name) and value != getattr(options, name)
+            if (name in typed if typed is not None else value != getattr(default, name))
+            and value != getattr(options, name)
         ]
         if ignored:
             tqdm.write(f"resuming with the saved options: {', '.join(ignored)}", file=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import make_prepared, tiny_train_config
+from tests.conftest import make_prepared, run_cli, tiny_train_config
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
@@ -183,3 +183,15 @@ def test_preset_auto_picks_by_device_and_records_the_choice(
     assert saved["train"]["preset"] == "DiT_tiny"  # a resume on a GPU keeps this network
     given = tiny_train_config(preset="DiT_B")
     assert chosen_preset(given, torch.device("cuda"), "DiT_tiny", "DiT_S", "x") is given
+
+
+def test_resume_names_an_option_typed_at_its_default(prepared: Path, tmp_path: Path) -> None:
+    common = ["--data", prepared, "--out", tmp_path / "run", "--preset", "DiT_tiny"]
+    common += ["--frames", "6", "--batch-size", "1", "--val-every", "0", "--no-progress"]
+    run_cli("tssc-train-stage1", *common, "--steps", "1", "--lr", "0.001", "--device", "cpu")
+    default = TrainConfig().lr
+    resumed = run_cli("tssc-train-stage1", *common, "--steps", "2", "--lr", default, "--resume")
+    assert f"resuming with the saved options: lr 0.001 (not {default})" in resumed.stderr
+    # Left out, the saved value is used without a word.
+    resumed = run_cli("tssc-train-stage1", *common, "--steps", "3", "--resume")
+    assert "resuming with the saved options" not in resumed.stderr

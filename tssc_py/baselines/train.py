@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    typed: Collection[str] | None = None,
 ) -> Path:
     """Train a baseline on prepared subjects; returns the checkpoint folder.
 
@@ -128,13 +130,15 @@ def train(
         resume: Continue from ``out/checkpoint``.
         overwrite: Start afresh even if ``out`` holds an earlier run.
         show_progress: Draw a progress bar with the loss on stderr.
+        typed: The option names typed on a command line: those that differ from the
+            saved ones on ``resume`` are named (without it: those not at their default).
 
     Raises:
         TsscError: For bad data, a run folder in the way, or a checkpoint that does not fit
             (another model, other subjects or data of another shape).
     """
     run = Run(out, config.model, LOG_COLUMNS, resume, overwrite)
-    config = run.options(config)
+    config = run.options(config, typed)
 
     cohort = load_cohort(prepared_images(inputs), config.frames)
     train_set, val_set = hold_out(cohort, config.val_subjects, lambda s: s.subject)

@@ -16,6 +16,7 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -179,6 +180,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    typed: Collection[str] | None = None,
 ) -> Path:
     """Train a stage-1 model on prepared subjects; returns the checkpoint folder.
 
@@ -189,12 +191,14 @@ def train(
         resume: Continue from ``out/checkpoint``.
         overwrite: Start afresh even if ``out`` holds an earlier run.
         show_progress: Draw a progress bar with the loss on stderr.
+        typed: The option names typed on a command line: those that differ from the
+            saved ones on ``resume`` are named (without it: those not at their default).
 
     Raises:
         TsscError: For bad data, a run folder in the way, or a checkpoint that does not fit.
     """
     run = Run(out, KIND, LOG_COLUMNS, resume, overwrite)
-    config = run.options(config)
+    config = run.options(config, typed)
 
     images = prepared_images(inputs)
     cohort = load_cohort(images, config.frames)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    typed: Collection[str] | None = None,
 ) -> Path:
     """Train stage 2 on prepared subjects and their stage-1 outputs.
 
@@ -161,6 +162,8 @@ def train(
         resume: Continue from ``out/checkpoint``.
         overwrite: Start afresh even if ``out`` holds an earlier run.
         show_progress: Draw a progress bar.
+        typed: The option names typed on a command line: those that differ from the
+            saved ones on ``resume`` are named (without it: those not at their default).
 
     Returns:
         The checkpoint folder.
@@ -171,7 +174,7 @@ def train(
     if (stage1 is None) == (stage1_outputs is None):
         raise TsscError("give either a stage-1 checkpoint or a folder of stage-1 outputs")
     run = Run(out, KIND, LOG_COLUMNS, resume, overwrite)
-    config = run.options(config)
+    config = run.options(config, typed)
     images = prepared_images(inputs)
     first: dict[str, Path] = {}
     for image in images:
