@@ -52,10 +52,10 @@ demo: $(STAMP)
 	  done; \
 	done
 	$(VENV)/bin/tssc-train-stage1 --data $(DEMO)/train/prepared --out $(DEMO)/stage1 --overwrite \
-	  --patch-size 8 --hidden 128 --depth 4 --heads 4 --steps $(DEMO_STEPS) --val-every 0 \
+	  --preset DiT_tiny --patch-size 8 --hidden 128 --depth 4 --heads 4 --steps $(DEMO_STEPS) --val-every 0 \
 	  --checkpoint-every 100 --endpoint-fraction 0.75
 	$(VENV)/bin/tssc-train-stage2 --data $(DEMO)/train/prepared --stage1 $(DEMO)/stage1/checkpoint \
-	  --out $(DEMO)/stage2 --overwrite --crop 32 --w-tv 0 --steps $(DEMO_STAGE2_STEPS) \
+	  --out $(DEMO)/stage2 --overwrite --preset tiny --crop 32 --w-tv 0 --steps $(DEMO_STAGE2_STEPS) \
 	  --val-subjects 0 --checkpoint-every 100
 	for model in voxelmorph transmorph uvinet; do \
 	  $(VENV)/bin/tssc-train-baseline --data $(DEMO)/train/prepared --model $$model \

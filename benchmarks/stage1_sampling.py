@@ -59,9 +59,11 @@ from tssc_py.stage1.model import DiTConfig, preset_config
 
 # Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s), by device-name pattern.
 SPEC_PEAK = {r"H100.*PCIe": 756.0, r"H100|H200|GH200": 989.4, r"A100": 312.0, r"L40S": 362.0}
-# The profiler names of the operators whose kernels do the matrix-product and attention work.
+# The profiler names of the operators whose kernels do the matrix-product and attention work;
+# the softmax too, which the fused attention kernels include and --temporal-attention matmul
+# runs apart (its dtype casts and layout copies are not counted: compare whole fills too).
 MATMUL_OPS = re.compile(
-    r"^aten::(mm|addmm|bmm|baddbmm|_scaled_dot_product|_flash_attention|"
+    r"^aten::(mm|addmm|bmm|baddbmm|_softmax|_scaled_dot_product|_flash_attention|"
     r"_efficient_attention|_cudnn_attention|convolution|cudnn_convolution)"
 )
 

@@ -12,14 +12,17 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from tests.conftest import BIN, REPO, tiny_train_config
-from tssc_py import signals
+from tssc_py import signals, training
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.cli import command
 from tssc_py.signals import Terminated, deferred_stop, raise_on_sigterm, signals_held
 from tssc_py.stage1.train import train as train_stage1
+from tssc_py.training import Run
 
 pytestmark = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(),
@@ -60,18 +63,56 @@ def test_deferred_stop_waits_for_one_ctrl_c_not_for_two() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         assert requested() == signal.SIGINT  # the first that came
         raise Terminated
+    waited = False
     with pytest.raises(KeyboardInterrupt), deferred_stop() as requested:
         os.kill(os.getpid(), signal.SIGINT)
         assert requested() == signal.SIGINT
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(1)
-    # The checkpoint swap holds every Ctrl-C, however many.
-    with pytest.raises(KeyboardInterrupt):  # delivered after the block
+        waited = True
+    assert not waited  # the second stopped the block at once
+    # The checkpoint swap holds every Ctrl-C, however many, until it is done.
+    with pytest.raises(KeyboardInterrupt):
         with signals_held():
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
+            waited = True
         time.sleep(1)
+    assert waited
+
+
+def test_an_ignored_ctrl_c_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a job started with &
+    try:
+        with deferred_stop() as requested:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert requested() is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_training_save_writes_checkpoint_and_log_before_a_signal_acts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = Run(tmp_path / "run", "test", ["step", "loss"])
+    run.log({"step": 1, "loss": 0.5})
+    real = training.save_checkpoint
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while the checkpoint is written
+        time.sleep(0.05)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "save_checkpoint", interrupted)
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(KeyboardInterrupt):
+        run.save({}, {"model": net}, optimizer, torch.Generator(), np.random.default_rng(0), 1)
+    assert load_checkpoint(run.checkpoint).config["step"] == 1
+    assert run.log_path.read_text().splitlines() == ["step,loss", "1,0.5"]
 
 
 def test_ctrl_c_is_one_error_line_and_status_130(capsys: pytest.CaptureFixture[str]) -> None:

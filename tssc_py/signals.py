@@ -85,7 +85,8 @@ def held(*signums: int, second_interrupts: bool = False) -> Iterator[Callable[[]
     """In the block, the signals ``signums`` are only noted (the yielded function returns the
     first that came, or None); when the block ends normally they are delivered to the previous
     handlers. With ``second_interrupts``, a second SIGINT raises KeyboardInterrupt at once: a
-    user who presses Ctrl-C again does not want to wait.
+    user who presses Ctrl-C again does not want to wait. A signal ignored when the block starts
+    stays ignored (SIGINT of a job started in the background with ``&``).
 
     Python runs signal handlers in the main thread only, whichever thread the signal reaches
     (torch's worker threads included), so replacing the handlers holds them back where a
@@ -102,7 +103,8 @@ def held(*signums: int, second_interrupts: bool = False) -> Iterator[Callable[[]
             raise KeyboardInterrupt
         came.append(signum)
 
-    previous = {s: signal.signal(s, note) for s in signums}
+    wanted = [s for s in signums if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, note) for s in wanted}
     try:
         yield lambda: came[0] if came else None
     finally:

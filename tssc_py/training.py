@@ -30,7 +30,7 @@ from tssc_py.checkpoint import (
     save_checkpoint,
 )
 from tssc_py.errors import TsscError, differences
-from tssc_py.signals import STOP_NAMES, Terminated
+from tssc_py.signals import STOP_NAMES, Terminated, signals_held
 
 T = TypeVar("T")
 Options = TypeVar("Options", bound="RunOptions")
@@ -310,29 +310,32 @@ class Run:
         rng: np.random.Generator,
         step: int,
     ) -> None:
-        """Write the checkpoint (atomically replacing the previous one) and the log."""
-        opt_tensors, opt_meta = optimizer_state(optimizer)
-        save_checkpoint(
-            self.checkpoint,
-            {"kind": self.kind, **config, "step": step},
-            {
-                **{name: module.state_dict() for name, module in modules.items()},
-                "training": {**opt_tensors, "torch_generator": generator.get_state()},
-            },
-            {
-                "training": {
-                    "step": step,
-                    "optimizer": opt_meta,
-                    "numpy_generator": rng.bit_generator.state,
-                }
-            },
-        )
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        with atomic_path(self.log_path, overwrite=True) as tmp:
-            tmp.write_text(text.getvalue())
+        """Write the checkpoint (atomically replacing the previous one) and the log, with
+        SIGTERM and Ctrl-C held until both are written: a log behind its checkpoint would lose
+        rows on resume."""
+        with signals_held():
+            opt_tensors, opt_meta = optimizer_state(optimizer)
+            save_checkpoint(
+                self.checkpoint,
+                {"kind": self.kind, **config, "step": step},
+                {
+                    **{name: module.state_dict() for name, module in modules.items()},
+                    "training": {**opt_tensors, "torch_generator": generator.get_state()},
+                },
+                {
+                    "training": {
+                        "step": step,
+                        "optimizer": opt_meta,
+                        "numpy_generator": rng.bit_generator.state,
+                    }
+                },
+            )
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(self.rows)
+            with atomic_path(self.log_path, overwrite=True) as tmp:
+                tmp.write_text(text.getvalue())
 
     def _read_log(self, up_to: int) -> list[dict[str, str]]:
         if not self.log_path.is_file():

@@ -200,3 +200,26 @@ def test_worker_error_line_is_passed_on():
     crashes = [sys.executable, "-c", "raise RuntimeError('a bug')"]
     with pytest.raises(subprocess.CalledProcessError):
         run_worker(crashes, "step prepare")
+
+
+def test_temporal_attention_rerouted_to_matrix_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--temporal-attention matmul: calls over the frames run as matrix products, the others
+    (the spatial attention) as before."""
+    sampling = load("stage1_sampling")
+    fused = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", fused)
+    sampling.route_temporal_attention(3)
+    routed = torch.nn.functional.scaled_dot_product_attention
+    assert routed is not fused
+    calls: list[int] = []
+    real_matmul = sampling.matmul_attention
+
+    def counted(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        calls.append(q.shape[-2])
+        return real_matmul(q, k, v)
+
+    monkeypatch.setattr(sampling, "matmul_attention", counted)
+    for length in (3, 5):
+        q, k, v = torch.randn(3, 2, 2, length, 8).unbind(0)
+        torch.testing.assert_close(routed(q, k, v), fused(q, k, v))
+    assert calls == [3]

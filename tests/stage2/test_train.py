@@ -303,9 +303,12 @@ def test_inputs_crops_and_the_backend_line(
     assert x.shape == (2, 1, 28, 28, 4) and sampler.crop_shapes() == {(28, 28, 4)}
     with pytest.raises(TsscError, match="frames under 4 voxels in-plane"):
         CropSampler([Pair("s", frames[:, :3], frames[:, :3])], 8)
-    train([prepared], tmp_path / "b", _config(crop=64), stage1_outputs=outputs, show_progress=False)
+    config = _config(crop=64, preset="auto", device="cpu")
+    train([prepared], tmp_path / "b", config, stage1_outputs=outputs, show_progress=False)
     err = capsys.readouterr().err
     assert "stage 2 state-space backend: torch" in err
+    assert "stage 2 preset: tiny (--preset auto on cpu)" in err
+    assert load_checkpoint(tmp_path / "b" / "checkpoint").config["train"]["preset"] == "tiny"
     # The 4 slices allow 2 haar levels of the default 3: said, not silently lowered.
     assert (
         "wavelet levels: 2 of the 3 asked for (--level), as many as haar allows on training "

@@ -80,7 +80,10 @@ class Stage1Config:
             raise TsscError(f"stage-1 scale must be positive, got {self.scale}")
         p = self.model.patch_size
         if self.size[0] % p or self.size[1] % p:
-            raise TsscError(f"frame size {self.size} is not divisible by the patch size {p}")
+            raise TsscError(
+                f"frame size {self.size} is not divisible by the patch size {p} "
+                "(prepare with a --size it divides, or give --patch-size or another --preset)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
