@@ -35,6 +35,9 @@ workflow {
     if (params.frames_between != null && params.mode != 'upsample') {
         error "--frames_between is only used with --mode upsample (--mode ${params.mode})"
     }
+    if (params.known_every != null && params.mode == 'upsample') {
+        error '--known_every is only used with --mode evaluate (and the training preparations)'
+    }
 
     // Every learned method's checkpoint, by kind: those given, then those trained in this run,
     // which replace a given one of the same kind. A learned method with neither stops the run

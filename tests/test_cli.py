@@ -169,6 +169,7 @@ def test_bad_option_values_are_one_line_errors(tmp_path: Path) -> None:
     scan = tmp_path / "s.nii.gz"
     for args, message in [
         (["--frames-between", "3"], "'--frames-between': is only used with --mode upsample"),
+        (["--known-every", "3", "--mode", "upsample"], "'--known-every': is only used with"),
         (["--frames", "1"], "'--frames': 1 is not in the range x>=2"),
         (["--bogus"], "No such option '--bogus'"),
     ]:

@@ -67,6 +67,19 @@ def test_evaluate_run_writes_everything(tmp_path: Path, cohort: Path) -> None:
         assert (out / "report" / name).is_file()
 
 
+def test_evaluate_run_with_every_third_frame_known(tmp_path: Path, cohort: Path) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=7, known_every=3)
+    run_cohort(cohort, out, ["linear"], config, show_progress=False)
+    frames = pd.read_csv(out / "report" / "frames.csv")
+    assert sorted(frames["frame"].unique()) == [1, 2, 4, 5]  # 0, 3 and 6 known
+    state = json.loads((out / "run.json").read_text())
+    assert state["settings"]["prepare"]["known_every"] == 3
+    # A resume with the first and last frame known only is another run.
+    with pytest.raises(TsscError, match=r"prepare\.known_every differs"):
+        run_cohort(cohort, out, ["linear"], replace(config, known_every=None), resume=True)
+
+
 def test_upsample_run_has_no_scores(tmp_path: Path) -> None:
     write_nifti(tmp_path / "a.nii.gz", blob_series((16, 16, 4, 3)))
     out = tmp_path / "run"

@@ -178,6 +178,26 @@ def test_upsample_mode_positions_and_time_step() -> None:
     np.testing.assert_array_equal(restored.data[..., ::4], scan.data)
 
 
+def test_evaluate_mode_with_every_kth_frame_known() -> None:
+    scan = _scan((24, 24, 6, 13))
+    config = replace(EXACT, frames=13, known_every=3)
+    prepared, record = prepare_scan(scan, config, "s")
+    assert record.n_frames == 13 and record.prepared_frames == list(range(13))
+    assert record.known_frames == [0, 3, 6, 9, 12]
+    assert record.predicted_frames == [1, 2, 4, 5, 7, 8, 10, 11]
+    assert record.config["known_every"] == 3
+    np.testing.assert_array_equal(restore_scan(prepared.data, record).data, scan.data)
+    # Not given, it is left out of the record: records of earlier versions compare equal.
+    _, record = prepare_scan(scan, replace(EXACT, frames=13), "s")
+    assert record.known_frames == [0, 12] and "known_every" not in record.config
+    with pytest.raises(TsscError, match=r"--known-every 5 needs .* got 13: --frames 6 or 11"):
+        prepare_scan(scan, replace(EXACT, frames=13, known_every=5), "s")
+    with pytest.raises(TsscError, match="known_every is only used in evaluate mode"):
+        PrepareConfig(mode="upsample", known_every=2)
+    with pytest.raises(TsscError, match="known_every must be at least 2"):
+        PrepareConfig(known_every=1)
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8, np.int8, np.float32])
 @pytest.mark.parametrize("qs", [(0.5, 99.5), (0, 100), (1, 99), (13.7, 50)])
 def test_percentiles_match_numpy(dtype, qs) -> None:
@@ -271,7 +291,7 @@ def test_files_round_trip_and_record(tmp_path: Path, scan_file: Path) -> None:
     image, rec_path = prepare_file(scan_file, tmp_path / "p" / "s1.nii.gz", config, "s1")
     assert rec_path == record_path(image) == tmp_path / "p" / "s1.json"
     record = load_record(rec_path)
-    assert record.subject == "s1" and record.config == {**config.__dict__}
+    assert record.subject == "s1" and record.config == config.to_dict()
     assert read_scan(image).data.shape == (32, 32, 8, 4)
     prepared = read_scan(image)
     filled = write_scan(prepared.replace(data=_filled(prepared, record)), tmp_path / "f.nii.gz")

@@ -111,6 +111,13 @@ def _upsample_only(ctx: click.Context, param: click.Parameter, value: int) -> in
     return value
 
 
+def _evaluate_only(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Refuse --known-every given in upsample mode (there every chosen frame is known)."""
+    if value is not None and ctx.params.get("mode") != "evaluate":
+        raise click.BadParameter("is only used with --mode evaluate", ctx, param)
+    return value
+
+
 prepare_options = compose(
     click.option(
         "--mode",
@@ -166,6 +173,16 @@ prepare_options = compose(
         callback=_upsample_only,
         help="upsample mode (refused in evaluate mode): new frames generated between each "
         "pair of acquired frames.",
+    ),
+    click.option(
+        "--known-every",
+        type=click.IntRange(min=2),
+        default=None,
+        callback=_evaluate_only,
+        help="evaluate mode: every Kth chosen frame is known (the first, every Kth after it, "
+        "the last among them: --frames one more than a multiple of K) and the K-1 between "
+        "each pair are hidden and scored: K-times temporal super-resolution. Default: the "
+        "first and last frame only.",
     ),
     click.option(
         "--low-percentile",

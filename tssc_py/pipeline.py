@@ -20,7 +20,7 @@ import json
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +324,7 @@ def run_cohort(
         {
             "methods": {runner.name: runner.settings() for runner in runners},
             "refine": None if refiner is None else refiner.settings(),
-            "prepare": {k: v for k, v in asdict(config).items() if k not in chosen},
+            "prepare": {k: v for k, v in config.to_dict().items() if k not in chosen},
             "chunk_size": chunk_size,
             "ssim": ssim_mode,
             "dataset": dataset,

@@ -9,7 +9,8 @@ original grid, geometry, intensity range and data type.
 Two modes, named the same everywhere:
 
 * ``evaluate``: of the N chosen frames the first and last are known and the N-2 between them
-  are hidden, predicted and scored (the paper's protocol).
+  are hidden, predicted and scored (the paper's protocol); with ``known_every`` K, every Kth
+  frame is known and the K-1 between each pair are hidden (K-times super-resolution, scored).
 * ``upsample``: every pair of consecutive chosen frames gets ``frames_between`` new frames,
   giving a longer series; nothing is scored.
 """
@@ -21,6 +22,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -51,6 +53,9 @@ class PrepareConfig:
         size: In-plane size of the prepared frames (size x size).
         depth: Number of slices after centred zero padding or cropping.
         frames_between: New frames between each pair of known frames (upsample mode).
+        known_every: Evaluate mode: every Kth chosen frame is known (the first, every Kth after
+            it, the last among them: ``frames - 1`` a multiple of K), the K-1 between each pair
+            hidden and scored. None: the first and last only.
         low_percentile: Percentile (in percent, 0 to 100) mapped to 0.
         high_percentile: Percentile (in percent, 0 to 100; not a fraction) mapped to 1.
     """
@@ -64,6 +69,7 @@ class PrepareConfig:
     frames_between: int = 10
     low_percentile: float = 0.5
     high_percentile: float = 99.5
+    known_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -79,6 +85,22 @@ class PrepareConfig:
             raise TsscError(
                 f"{self.mode} mode needs at least {minimum} frames, {self.frames} asked"
             )
+        if self.known_every is not None:
+            if self.mode != "evaluate":
+                raise TsscError("known_every is only used in evaluate mode")
+            if self.known_every < 2:
+                raise TsscError(
+                    f"known_every must be at least 2 (1 leaves nothing to predict), "
+                    f"got {self.known_every}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for records and run states; ``known_every`` only where given, so that
+        the records of earlier versions, which did not have it, compare equal."""
+        data = asdict(self)
+        if self.known_every is None:
+            del data["known_every"]
+        return data
 
 
 @dataclass
@@ -188,6 +210,17 @@ def select_frames(n_available: int, config: PrepareConfig) -> list[int]:
     if frames > end - start + 1:
         raise TsscError(
             f"fewer frames than needed: {frames} frames asked, the series has "
+            f"{end - start + 1} between frames {start} and {end}"
+        )
+    every = config.known_every
+    if every is not None and (frames - 1) % every:
+        fits = [n for n in range(every + 1, end - start + 2, every)]
+        raise TsscError(
+            f"--known-every {every} needs a number of frames one more than a multiple of "
+            f"{every}, got {frames}: --frames {' or '.join(map(str, fits[-4:]))} "
+            f"(between frames {start} and {end})"
+            if fits
+            else f"--known-every {every} needs at least {every + 1} frames, the series has "
             f"{end - start + 1} between frames {start} and {end}"
         )
     chosen = [int(v) for v in np.round(np.linspace(start, end, frames))]
@@ -327,7 +360,8 @@ def known_frame_indices(known: Iterable[object], n_frames: int) -> list[int]:
 def _frame_positions(n_chosen: int, config: PrepareConfig) -> tuple[int, list[int], list[int]]:
     """(n_frames, known_frames, prepared_frames) of the filled series."""
     if config.mode == "evaluate":
-        return n_chosen, [0, n_chosen - 1], list(range(n_chosen))
+        known = list(range(0, n_chosen, config.known_every or n_chosen - 1))
+        return n_chosen, known, list(range(n_chosen))
     step = config.frames_between + 1
     known = [i * step for i in range(n_chosen)]
     return (n_chosen - 1) * step + 1, known, known
@@ -394,7 +428,7 @@ def prepare_scan(
         subject=subject,
         source=source,
         mode=config.mode,
-        config=asdict(config),
+        config=config.to_dict(),
         source_frames=chosen,
         n_frames=n_frames,
         known_frames=known,

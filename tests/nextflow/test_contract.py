@@ -225,3 +225,13 @@ def test_frames_between_reaches_only_upsample_preparations() -> None:
     assert len(lines) == 1 and "meta.mode == 'upsample' ? params.frames_between : null" in lines[0]
     main = (REPO / "main.nf").read_text()
     assert "params.frames_between != null && params.mode != 'upsample'" in main
+
+
+def test_known_every_reaches_only_evaluate_preparations() -> None:
+    # tssc-prepare refuses --known-every in upsample mode; training subjects are prepared in
+    # evaluate mode (their frames the same choice as the cohort's).
+    module = (REPO / "modules/local/prepare/main.nf").read_text()
+    lines = [line for line in module.splitlines() if "'--known-every'" in line]
+    assert len(lines) == 1 and "meta.mode == 'evaluate' ? params.known_every : null" in lines[0]
+    main = (REPO / "main.nf").read_text()
+    assert "params.known_every != null && params.mode == 'upsample'" in main

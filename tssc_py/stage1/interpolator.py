@@ -177,7 +177,8 @@ def windows(known: Sequence[int], n_frames: int, length: int) -> list[tuple[int,
             raise TsscError(
                 f"no known frame within {length - 1} frames after frame {start}: "
                 f"the model's window is {length} frames (in upsample mode: --frames-between "
-                f"{length - 2} at most; in evaluate mode: --frames {length} at most)"
+                f"{length - 2} at most; in evaluate mode: --frames {length} at most, or "
+                f"--known-every {length - 1} at most)"
             )
         out.append((start, reach[-1] + 1))
         start = reach[-1]

@@ -25,6 +25,7 @@ process PREPARE {
         ${optionArg('--size', params.size)} \\
         ${optionArg('--depth', params.depth)} \\
         ${optionArg('--frames-between', meta.mode == 'upsample' ? params.frames_between : null)} \\
+        ${optionArg('--known-every', meta.mode == 'evaluate' ? params.known_every : null)} \\
         ${optionArg('--low-percentile', params.low_percentile)} \\
         ${optionArg('--high-percentile', params.high_percentile)} \\
         ${args}
