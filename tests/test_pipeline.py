@@ -309,3 +309,25 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path, cohort: Path) ->
     (out / "run.json").write_text(json.dumps({**state, "done": list(state["done"])}))
     with pytest.raises(TsscError, match="a run state of another tssc version"):
         run_cohort(str(cohort), out, ["linear"], config, show_progress=False, resume=True)
+
+
+def test_known_frames_beyond_a_models_window_are_refused_before_any_work(
+    tmp_path: Path, cohort: Path, checkpoint: Path
+) -> None:
+    # The session's stage-1 model has a 6-frame window: 7 frames with the ends known leave 5
+    # between them, one more than it can fill.
+    out = tmp_path / "run"
+    with pytest.raises(TsscError, match="no known frame within 5 frames after frame 0"):
+        run_cohort(
+            cohort,
+            out,
+            ["linear", "diffusion"],
+            PrepareConfig(size=16, depth=12, frames=7),
+            show_progress=False,
+            method_options={"checkpoint": str(checkpoint)},
+        )
+    assert not (out / "prepared").exists()
+    # Every third frame known: windows of 4 frames fit.
+    config = PrepareConfig(size=16, depth=12, frames=7, known_every=3)
+    options = {"checkpoint": str(checkpoint), "flips": 1}
+    run_cohort(cohort, out, ["diffusion"], config, show_progress=False, method_options=options)

@@ -33,7 +33,14 @@ from tssc_py.io import read_scan, scan_shape, scan_suffix, write_scan
 from tssc_py.methods import Method, fill_chunk, get_method, method_names
 from tssc_py.methods.base import RUNTIME_OPTIONS, method_class, option_defaults
 from tssc_py.metrics import check_scored_shape, check_ssim_shape, write_subject_metrics
-from tssc_py.prepare import PrepareConfig, prepare_scan, restore_scan, save_record, select_frames
+from tssc_py.prepare import (
+    PrepareConfig,
+    frame_positions,
+    prepare_scan,
+    restore_scan,
+    save_record,
+    select_frames,
+)
 from tssc_py.report import (
     FILLED,
     PREPARED,
@@ -57,10 +64,14 @@ def _plain(value: object) -> Any:
 
 
 def _check_subjects(
-    subjects: Sequence[Subject], config: PrepareConfig, ssim_mode: str
+    subjects: Sequence[Subject],
+    config: PrepareConfig,
+    ssim_mode: str,
+    runners: Sequence[Method] = (),
 ) -> dict[str, dict[str, object]]:
     """Check every subject from its scan's header before any work: readable, 4D, the frame
-    choice, the scored volume against the SSIM window.
+    choice, the scored volume against the SSIM window, the known frames against what each of
+    ``runners`` can fill.
 
     Returns:
         Subject -> its scan (absolute) and chosen source frames, as ``run.json`` records them.
@@ -74,6 +85,9 @@ def _check_subjects(
         chosen = _subject_config(config, subject)
         with about(subject.scan):
             frames = select_frames(shape[3], chosen)
+            n_frames, known, _ = frame_positions(len(frames), chosen)
+            for runner in runners:
+                runner.check_known(known, n_frames)
             if chosen.mode == "evaluate":
                 # The scored volume: the scan's own slices that the depth fit keeps.
                 check_ssim_shape((chosen.size, chosen.size, min(shape[2], chosen.depth)), ssim_mode)
@@ -333,7 +347,7 @@ def run_cohort(
     )
     if figure_subject is None:
         figure_subject = subjects[0].subject
-    entries = _check_subjects(subjects, config, ssim_mode)
+    entries = _check_subjects(subjects, config, ssim_mode, runners)
     keep_filled = figure_subject if config.mode == "evaluate" else None
     state_path = out / RUN_STATE
     done: dict[str, list[str]] = {}

@@ -357,8 +357,9 @@ def known_frame_indices(known: Iterable[object], n_frames: int) -> list[int]:
     return indices
 
 
-def _frame_positions(n_chosen: int, config: PrepareConfig) -> tuple[int, list[int], list[int]]:
-    """(n_frames, known_frames, prepared_frames) of the filled series."""
+def frame_positions(n_chosen: int, config: PrepareConfig) -> tuple[int, list[int], list[int]]:
+    """(n_frames, known_frames, prepared_frames) of the filled series of ``n_chosen`` chosen
+    frames."""
     if config.mode == "evaluate":
         known = list(range(0, n_chosen, config.known_every or n_chosen - 1))
         return n_chosen, known, list(range(n_chosen))
@@ -419,7 +420,7 @@ def prepare_scan(
 
     steps = np.diff(chosen)
     mean_step = float(np.mean(steps)) * scan.time_step
-    n_frames, known, positions = _frame_positions(len(chosen), config)
+    n_frames, known, positions = frame_positions(len(chosen), config)
     restored_step = (
         mean_step if config.mode == "evaluate" else mean_step / (config.frames_between + 1)
     )

@@ -55,6 +55,16 @@ class Method(ABC):
             values["checkpoint"] = load_checkpoint(checkpoint, self.checkpoint_kind).config
         return values
 
+    def check_known(self, known: Sequence[int], n_frames: int) -> None:
+        """Raise TsscError if this method cannot fill a series of ``n_frames`` frames from
+        these ``known`` ones: fewer than ``min_known``, or what a subclass adds (a trained
+        model's window), so that a run can refuse before any work."""
+        if len(known) < self.min_known:
+            raise TsscError(
+                f"method {self.name!r} needs at least {self.min_known} known frames, "
+                f"the series has {len(known)}"
+            )
+
     @abstractmethod
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
         """Return ``stack`` with every frame not in ``known`` predicted.
@@ -176,11 +186,7 @@ def interpolate(stack: np.ndarray, known: Sequence[int], method: Method) -> np.n
     known = known_frame_indices(known, n_frames)
     if not np.isfinite(stack[:, known]).all():
         raise TsscError(f"the input's known frame(s) {known} hold NaN or infinite values")
-    if len(known) < method.min_known:
-        raise TsscError(
-            f"method {method.name!r} needs at least {method.min_known} known frames, "
-            f"the stack has {len(known)}"
-        )
+    method.check_known(known, n_frames)
     visible = np.zeros(stack.shape, dtype=np.float32)
     visible[:, known] = stack[:, known]
     filled = np.asarray(method.fill(visible, known), dtype=np.float32)

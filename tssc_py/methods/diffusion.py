@@ -124,6 +124,10 @@ class Diffusion(Method):
         added = (self._weights_sha256, SAMPLING_REVISION)
         return {**self.settings(), **dict(zip(FINGERPRINT_KEYS, added, strict=True))}
 
+    def check_known(self, known: Sequence[int], n_frames: int) -> None:
+        super().check_known(known, n_frames)
+        windows(known, n_frames, self.stage1.config.frames)
+
     def fill(self, stack: np.ndarray, known: Sequence[int]) -> np.ndarray:
         config = self.stage1.config
         if tuple(stack.shape[2:]) != config.size:
