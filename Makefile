@@ -79,6 +79,7 @@ demo: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) benchmarks/io.py
 	$(PY) benchmarks/stage1_sampling.py
+	$(PY) benchmarks/stage1_attention.py
 	$(PY) benchmarks/stage2.py
 
 # The stage-1 CPU recipe (about 52 minutes on 2 cores): trains a model in stage1_cpu/stage1 and
