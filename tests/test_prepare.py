@@ -190,8 +190,11 @@ def test_evaluate_mode_with_every_kth_frame_known() -> None:
     # Not given, it is left out of the record: records of earlier versions compare equal.
     _, record = prepare_scan(scan, replace(EXACT, frames=13), "s")
     assert record.known_frames == [0, 12] and "known_every" not in record.config
-    with pytest.raises(TsscError, match=r"--known-every 5 needs .* got 13: --frames 6 or 11"):
+    with pytest.raises(TsscError, match=r"5 needs .* got 13: --frames 6 or 11 \(spaced unevenly"):
         prepare_scan(scan, replace(EXACT, frames=13, known_every=5), "s")
+    # Counts that space the frames evenly are the ones offered when there are some.
+    with pytest.raises(TsscError, match=r"got 12: --frames 5 or 13 \(between frames 0 and 12\)"):
+        prepare_scan(scan, replace(EXACT, frames=12, known_every=4), "s")
     with pytest.raises(TsscError, match="known_every is only used in evaluate mode"):
         PrepareConfig(mode="upsample", known_every=2)
     with pytest.raises(TsscError, match="known_every must be at least 2"):

@@ -125,9 +125,9 @@ prepare_options = compose(
         default=_DEFAULT.mode,
         show_default=True,
         is_eager=True,  # read before --frames-between, wherever it stands on the command line
-        help="evaluate: first and last of the chosen frames are known, the frames between "
-        "are hidden, predicted and scored. upsample: every pair of consecutive chosen "
-        "frames gets --frames-between new frames; nothing is scored.",
+        help="evaluate: first and last of the chosen frames (or every --known-every'th) are "
+        "known, the frames between are hidden, predicted and scored. upsample: every pair of "
+        "consecutive chosen frames gets --frames-between new frames; nothing is scored.",
     ),
     click.option(
         "--frames",

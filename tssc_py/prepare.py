@@ -214,14 +214,22 @@ def select_frames(n_available: int, config: PrepareConfig) -> list[int]:
         )
     every = config.known_every
     if every is not None and (frames - 1) % every:
-        fits = [n for n in range(every + 1, end - start + 2, every)]
+        fits = list(range(every + 1, end - start + 2, every))
+        even = [n for n in fits if (end - start) % (n - 1) == 0]
+        if not fits:
+            raise TsscError(
+                f"--known-every {every} needs at least {every + 1} frames, the series has "
+                f"{end - start + 1} between frames {start} and {end}"
+            )
         raise TsscError(
             f"--known-every {every} needs a number of frames one more than a multiple of "
-            f"{every}, got {frames}: --frames {' or '.join(map(str, fits[-4:]))} "
-            f"(between frames {start} and {end})"
-            if fits
-            else f"--known-every {every} needs at least {every + 1} frames, the series has "
-            f"{end - start + 1} between frames {start} and {end}"
+            f"{every}, got {frames}: --frames {' or '.join(map(str, (even or fits)[-4:]))}"
+            + (
+                f" (between frames {start} and {end})"
+                if even
+                else f" (spaced unevenly between frames {start} and {end}: a frame range of a "
+                f"multiple of {every} frames, --start-frame/--end-frame, spaces them evenly)"
+            )
         )
     chosen = [int(v) for v in np.round(np.linspace(start, end, frames))]
     gaps = sorted(set(np.diff(chosen).tolist()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,20 @@ def test_generate_stage1_caches(prepared: Path, tmp_path: Path) -> None:
     weights = ckpt / "ema.safetensors"
     save_file({k: v + 0.01 for k, v in load_file(str(weights)).items()}, str(weights))
     assert made_at({"steps": 3, "flips": 1}) != remade
+    # A subject prepared again (here with every third frame known): made again, the others
+    # reused. A resumed stage-2 training (once) kept the first pattern's outputs.
+    shutil.copytree(prepared, tmp_path / "prepared")
+    images = sorted((tmp_path / "prepared").glob("*.nii.gz"))
+    runner = get_method("diffusion", checkpoint=ckpt, flips=1)
+    made = generate_stage1(images, tmp_path / "cache2", runner)
+    times = {subject: path.stat().st_mtime_ns for subject, path in made.items()}
+    scan = prepared.parent / "scans" / "s0.nii.gz"
+    config = PrepareConfig(size=16, depth=4, frames=7, known_every=3)
+    prepare_file(scan, images[0], config, overwrite=True)
+    made = generate_stage1(images, tmp_path / "cache2", runner)
+    assert made["s0"].stat().st_mtime_ns != times["s0"]
+    assert [made[s].stat().st_mtime_ns for s in ("s1", "s2")] == [times["s1"], times["s2"]]
+    assert read_scan(made["s0"]).data.shape[-1] == 7
 
 
 def test_upsample_subjects_are_refused(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ or the sampling options change) or read from a folder of
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,15 @@ def _record(image: Path) -> PrepareRecord:
     return record
 
 
+def _made_from(image: Path) -> str:
+    """The JSON stamp of what a stage-1 output of ``image`` was made from."""
+    digests = {
+        name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for name, path in (("prepared_sha256", image), ("record_sha256", record_path(image)))
+    }
+    return json.dumps(digests, indent=1, sort_keys=True) + "\n"
+
+
 def generate_stage1(
     images: Sequence[Path], cache: Path, runner: Diffusion, show_progress: bool = False
 ) -> dict[str, Path]:
@@ -55,8 +65,10 @@ def generate_stage1(
         images: Prepared images (with records).
         cache: Folder of ``SUBJECT.nii`` results and ``made_with.json`` (the runner's
             :meth:`~tssc_py.methods.diffusion.Diffusion.fingerprint`: the checkpoint's config,
-            its weights' digest, the sampling options and code revision they were made with);
-            results made otherwise are made again, the others reused.
+            its weights' digest, the sampling options and code revision they were made with),
+            with each result's ``SUBJECT.made_from.json`` (the SHA-256 of the prepared image and
+            record it was made from: a subject prepared again, e.g. with other known frames, is
+            made again); results made otherwise are made again, the others reused.
         runner: The ``diffusion`` method, ready.
         show_progress: Draw a progress bar over the subjects.
 
@@ -66,7 +78,7 @@ def generate_stage1(
     made_with = json.dumps(runner.fingerprint(), indent=1, sort_keys=True) + "\n"
     stamp = cache / "made_with.json"
     if not stamp.is_file() or stamp.read_text() != made_with:
-        for old in cache.glob("*.nii"):
+        for old in [*cache.glob("*.nii"), *cache.glob("*.made_from.json")]:
             old.unlink()
         with atomic_path(stamp, overwrite=True) as tmp:
             tmp.write_text(made_with)
@@ -74,12 +86,16 @@ def generate_stage1(
     for image in tqdm(images, desc="stage-1 outputs", unit="subject", disable=not show_progress):
         record = _record(image)
         target = cache / f"{record.subject}.nii"
-        if not target.exists():
+        made_from = cache / f"{record.subject}.made_from.json"
+        source = _made_from(image)
+        if not (target.exists() and made_from.is_file() and made_from.read_text() == source):
             prepared = read_scan(image).data
             with about(image):
                 chunks = split_volume(prepared, record, chunk_size=prepared.shape[2])
                 filled = assemble_chunks([fill_chunk(chunk, runner) for chunk in chunks])
-            write_scan(filled_scan(filled, record), target)
+            write_scan(filled_scan(filled, record), target, overwrite=True)
+            with atomic_path(made_from, overwrite=True) as tmp:
+                tmp.write_text(source)
         out[record.subject] = target
     return out
 

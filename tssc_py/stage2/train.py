@@ -185,6 +185,10 @@ def train(
         first[subject] = image
     subjects = sorted(first)
     run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")
+    prepared_with = load_record(record_path(images[0])).config
+    if run.saved is not None and "prepare" in run.saved.config:
+        # Other known frames (--known-every) are other training pairs.
+        run.check_saved("prepare", prepared_with, "was trained on subjects prepared otherwise")
     # Everything that can be refused is checked before stage 1 runs over the cohort.
     _, val_subjects = hold_out(subjects, config.val_subjects, str)
     device = resolve_device(config.device)
@@ -237,7 +241,7 @@ def train(
         "loss": loss_config.to_dict(),
         "train": asdict(config),
         "subjects": subjects,
-        "prepare": load_record(record_path(images[0])).config,
+        "prepare": prepared_with,
         "stage1": source,
     }
     sampler = CropSampler(train_pairs, config.crop)
