@@ -270,6 +270,23 @@ def test_plot_marks_infinite_frames_at_the_top(tmp_path: Path) -> None:
     assert "infinite" in ax.get_title()
 
 
+def test_plot_breaks_lines_at_known_frames_and_marks_them(tmp_path: Path) -> None:
+    # Every third frame known (--known-every 3): frames 1, 2, 4, 5 scored, 3 not.
+    for subject in ("s1", "s2"):
+        rows = [(f, 0.1, 20.0 + f, 0.5, 0.1) for f in (1, 2, 4, 5)]
+        _write(tmp_path / "d", subject, "blend", rows)
+    fig = report.plot_psnr_per_frame(report.gather_datasets({"d": [tmp_path / "d"]}))
+    ax = fig.axes[0]
+    line = next(line for line in ax.get_lines() if line.get_label() == "blend (n=2)")
+    assert np.asarray(line.get_xdata()).tolist() == [1, 2, 3, 4, 5]
+    y = np.asarray(line.get_ydata(), dtype=float)
+    assert math.isnan(y[2]) and y[[0, 1, 3, 4]].tolist() == [21.0, 22.0, 24.0, 25.0]
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert [line.get_xdata()[0] for line in dotted] == [3]
+    assert "not scored (known)" in ax.get_title()
+    assert not [line for line in ax.get_lines() if line.get_marker() == "^"]  # not "infinite"
+
+
 def test_plot_colours_counts_and_markers_side_by_side(tmp_path: Path) -> None:
     # Dataset a: methods first seen as blend, copy; dataset b: copy, blend, one subject of
     # blend. Both exact at frame 1 of b, so their markers must not cover each other.

@@ -460,7 +460,9 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
     every panel and its legend entry gives its subjects (``n``). A frame whose PSNR is infinite
     in some subject (predicted exactly) has an infinite mean, as in the tables: it cannot be
     drawn as a value, so it is marked by a triangle at the top of the panel (side by side where
-    several methods are exact at one frame) and breaks the line.
+    several methods are exact at one frame) and breaks the line. Frames no method scored
+    between scored ones (known frames, ``--known-every``) break the lines too and are marked
+    by dotted vertical lines.
 
     Args:
         frames: Per-frame scores as returned by :func:`gather_datasets`.
@@ -473,16 +475,20 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
     axes = fig.subplots(1, len(datasets), squeeze=False)[0]
     for ax, dataset in zip(axes, datasets, strict=True):
         subset = frames[frames["dataset"] == dataset]
+        frames_shown = sorted(subset["frame"].unique())
+        # Every frame index from the first scored to the last: the unscored ones are gaps.
+        x = np.arange(frames_shown[0], frames_shown[-1] + 1)
         infinite: list[tuple[np.ndarray, str]] = []
         for method, table in subset.groupby("method", sort=False):
             color = colors[str(method)]
             label = f"{method} (n={table['subject'].nunique()})"
             psnr = table.groupby("frame")["psnr"]
-            x = np.asarray(psnr.mean().index)
-            mean = psnr.mean().to_numpy()
+            mean = psnr.mean().reindex(x).to_numpy()  # NaN: not scored
             # np.std of values holding inf warns and gives nan: only finite means get a band.
-            std = psnr.agg(lambda v: v.std(ddof=0) if np.isfinite(v).all() else 0.0).to_numpy()
+            std = psnr.agg(lambda v: v.std(ddof=0) if np.isfinite(v).all() else 0.0)
+            std = std.reindex(x).to_numpy()
             finite = np.isfinite(mean)
+            exact = np.isinf(mean)
             shown = np.where(finite, mean, np.nan)
             if finite.sum() == 1:  # a band of one frame has no width: an error bar instead
                 ax.errorbar(
@@ -499,8 +505,8 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
                 ax.fill_between(x, shown - std, shown + std, color=color, alpha=0.2)
             else:  # nothing to draw but the markers: keep the method in the legend
                 ax.plot([], [], marker="^", linestyle="none", color=color, label=label)
-            if not finite.all():
-                infinite.append((x[~finite], color))
+            if exact.any():
+                infinite.append((x[exact], color))
         if infinite and not np.isfinite(subset["psnr"]).any():
             ax.set_ylim(0, 1)  # no finite value sets a scale: the markers alone, no numbers
             ax.set_yticks([])
@@ -519,7 +525,9 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
             )
         if infinite:
             ax.set_ylim(top=top)
-        frames_shown = sorted(subset["frame"].unique())
+        gaps = sorted(set(x.tolist()) - set(frames_shown))
+        for gap in gaps:
+            ax.axvline(gap, color="0.5", linestyle=":", linewidth=1)
         if len(frames_shown) <= 20:
             ax.set_xticks(frames_shown)
         else:
@@ -533,6 +541,8 @@ def plot_psnr_per_frame(frames: pd.DataFrame) -> Figure:
         title = f"{dataset}: PSNR per frame (mean ± std over {over} subject(s) per frame)"
         if infinite:
             title += "\n▲ at the top: infinite (a frame predicted exactly in some subject)"
+        if gaps:
+            title += "\ndotted: frames not scored (known)"
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         if subset["method"].nunique() > LEGEND_INSIDE:
