@@ -331,3 +331,12 @@ def test_known_frames_beyond_a_models_window_are_refused_before_any_work(
     config = PrepareConfig(size=16, depth=12, frames=7, known_every=3)
     options = {"checkpoint": str(checkpoint), "flips": 1}
     run_cohort(cohort, out, ["diffusion"], config, show_progress=False, method_options=options)
+
+
+def test_frame_errors_name_the_row_of_a_shared_scan(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "s.nii.gz", blob_series((16, 16, 12, 14)))
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("subject,scan,start_frame,end_frame\na,s.nii.gz,0,5\nb,s.nii.gz,9,3\n")
+    config = PrepareConfig(size=16, depth=12)
+    with pytest.raises(TsscError, match=r"subject 'b': end frame 3 must come after start frame 9"):
+        run_cohort(sheet, tmp_path / "run", ["linear"], config, show_progress=False)

@@ -84,10 +84,13 @@ def _check_subjects(
         shape = scan_shape(subject.scan)
         chosen = _subject_config(config, subject)
         with about(subject.scan):
-            frames = select_frames(shape[3], chosen)
-            n_frames, known, _ = frame_positions(len(frames), chosen)
-            for runner in runners:
-                runner.check_known(known, n_frames)
+            try:
+                frames = select_frames(shape[3], chosen)
+                n_frames, known, _ = frame_positions(len(frames), chosen)
+                for runner in runners:
+                    runner.check_known(known, n_frames)
+            except TsscError as exc:  # rows may share a scan: name the row's subject too
+                raise TsscError(f"subject {subject.subject!r}: {exc.message}", exc.path) from None
             if chosen.mode == "evaluate":
                 # The scored volume: the scan's own slices that the depth fit keeps.
                 check_ssim_shape((chosen.size, chosen.size, min(shape[2], chosen.depth)), ssim_mode)
