@@ -92,9 +92,16 @@ def model_qkv(
     return q, k, v
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timings of CUDA calls end there)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def subject_defaults(gpu: bool) -> tuple[str, int, int]:
+    """(preset, frame size, slices) of the subject the stage-1 benchmarks measure by default:
+    the issue's GPU subject (DiT_S, 256x256, 32 slices) or its CPU one (DiT_tiny, 64, 16)."""
+    return ("DiT_S", 256, 32) if gpu else ("DiT_tiny", 64, 16)
 
 
 def seconds_per_call(
@@ -103,11 +110,11 @@ def seconds_per_call(
     """Median over ``repeats`` of the mean time of ``calls`` back-to-back calls."""
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(calls):
             attend(*qkv)
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - start) / calls)
     return statistics.median(times)
 
@@ -146,10 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.device = resolve_device(args.device)
     gpu = args.device.type == "cuda"
-    preset = args.preset or ("DiT_S" if gpu else "DiT_tiny")
+    default_preset, default_size, default_slices = subject_defaults(gpu)
+    preset = args.preset or default_preset
     config = preset_config(preset)
-    size = (256 if gpu else 64) if args.size is None else args.size
-    slices = (32 if gpu else 16) if args.slices is None else args.slices
+    size = default_size if args.size is None else args.size
+    slices = default_slices if args.slices is None else args.slices
     if size % config.patch_size:
         raise TsscError(
             f"--size {size} is not divisible by {preset}'s patch size {config.patch_size}"

@@ -47,7 +47,7 @@ from bench_common import (
     run_script,
     run_worker,
 )
-from stage1_attention import matmul_attention, sdpa_flops
+from stage1_attention import matmul_attention, sdpa_flops, subject_defaults, sync
 from torch.utils.flop_counter import FlopCounterMode
 
 from tssc_py.checkpoint import save_checkpoint
@@ -118,11 +118,6 @@ def untrained_checkpoint(folder: Path, preset: str, size: int, frames: int) -> P
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def route_temporal_attention(frames: int) -> None:
     """Run attention over ``frames`` positions as two matrix products, in this process only.
 
@@ -164,10 +159,10 @@ def measure(
     known = known_frames(args.frames, args.every)
 
     def fill() -> float:
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         method.fill(stack, known)
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
 
     first_s = fill()  # warm-up: compilation, kernel selection, allocator, caches
@@ -238,12 +233,12 @@ def train_rate(stage1: Stage1, args: argparse.Namespace, device: torch.device) -
         optimizer.step()
 
     step()
-    _sync(device)
+    sync(device)
     done, start = 0, time.perf_counter()
     while done < 3 or time.perf_counter() - start < args.seconds:
         step()
         done += 1
-    _sync(device)
+    sync(device)
     rate = done / (time.perf_counter() - start)
     model.eval()
     return rate
@@ -344,10 +339,11 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="tssc-stage1-bench-") as tmp:
             print(json.dumps(measure(args, preset, device, Path(tmp), compiled == "1")))
         return
-    args.size = (256 if gpu else 64) if args.size is None else args.size
-    args.slices = (32 if gpu else 16) if args.slices is None else args.slices
+    default_preset, default_size, default_slices = subject_defaults(gpu)
+    args.size = default_size if args.size is None else args.size
+    args.slices = default_slices if args.slices is None else args.slices
     args.steps = (50 if gpu else 25) if args.steps is None else args.steps
-    presets = args.preset or (["DiT_S"] if gpu else ["DiT_tiny"])
+    presets = args.preset or [default_preset]
     check_options(args, presets)
 
     name = torch.cuda.get_device_name(device) if gpu else "CPU"
