@@ -6,18 +6,20 @@ frame (spatial: hundreds of positions). Fused attention kernels work in tiles of
 query and key positions, so at 12 positions most of a tile is padding. For both shapes of one
 model call while sampling a subject (all slices in one batch, as ``tssc-interpolate`` runs
 it), this script times ``scaled_dot_product_attention`` with torch's own choice of backend,
-with each backend forced, and the plain matrix-product form (Q K^T, softmax in float32, times
-V), on inputs laid out as the model makes them (views of one fused QKV projection; bf16 on a
-GPU as under autocast, float32 on a CPU). Per row: milliseconds per call and per DDIM step
+with each backend forced, the plain matrix-product form (Q K^T, softmax in float32, times V)
+and the model's own ``attention`` (the kernel it picks by length), on inputs laid out as the
+model makes them (views of one fused QKV projection; bf16 on a GPU as under autocast, float32
+on a CPU). Per row: milliseconds per call and per DDIM step
 (one call per block), TFLOP/s with the attention's real FLOPs (the formula torch gives its
 attention operators, which counts no padding), and the largest deviation from a float64
 computation. Run:
 
     .venv/bin/python benchmarks/stage1_attention.py --device cpu
 
-Why (issue 3): on one H100, the matrix-product and attention kernels of ``DiT_S`` reach
-40-41 % of the card's measured bf16 peak; this script tells whether the temporal attention
-is what holds them back, and what to run it with instead.
+Why (issue 3): on one H100, the matrix-product and attention kernels of ``DiT_S`` reached
+40-41 % of the card's measured bf16 peak; this script showed that the temporal attention held
+them back and that the memory-efficient kernel runs it fastest, which the model now uses on
+CUDA for short sequences (its row: ``model``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
+from tssc_py.stage1 import model
 from tssc_py.stage1.model import preset_config
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -182,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     choices = [("sdpa (torch's choice)", sdpa)]
     choices += [(f"sdpa {backend.name.lower()}", forced(backend)) for backend in BACKENDS]
     choices.append(("matmul + softmax", matmul_attention))
+    choices.append(("model (as tssc runs it)", model.attention))
     for attention, (batch, length) in shapes.items():
         torch.manual_seed(0)
         qkv = model_qkv(batch, length, config.hidden, config.heads, args.device, dtype)

@@ -54,6 +54,7 @@ from tssc_py.checkpoint import save_checkpoint
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
+from tssc_py.stage1 import model
 from tssc_py.stage1.interpolator import Stage1, Stage1Config, check_flips, linear_prior
 from tssc_py.stage1.model import DiTConfig, preset_config
 
@@ -118,21 +119,24 @@ def untrained_checkpoint(folder: Path, preset: str, size: int, frames: int) -> P
     )
 
 
-def route_temporal_attention(frames: int) -> None:
-    """Run attention over ``frames`` positions as two matrix products, in this process only.
+def route_temporal_attention(how: str, frames: int) -> None:
+    """Run the attention over ``frames`` positions ``how`` instead, in this process only.
 
-    The model calls ``scaled_dot_product_attention``; this replaces it by a function that
-    passes every other call on, so that a whole fill can be timed with the alternative that
+    ``sdpa``: torch's own choice of kernel, as the model ran it before it chose one for short
+    sequences; ``matmul``: two matrix products around a float32 softmax, the alternative
     ``stage1_attention.py`` times alone (each row of this script runs in its own process).
     """
-    fused = torch.nn.functional.scaled_dot_product_attention
+    if how == "sdpa":
+        model.SHORT_ATTENTION = 0
+    elif how == "matmul":
+        fused = torch.nn.functional.scaled_dot_product_attention
 
-    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        if q.shape[-2] == frames and not args and not kwargs:
-            return matmul_attention(q, k, v)
-        return fused(q, k, v, *args, **kwargs)
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs):
+            if q.shape[-2] == frames and not args and not kwargs:
+                return matmul_attention(q, k, v)
+            return fused(q, k, v, *args, **kwargs)
 
-    torch.nn.functional.scaled_dot_product_attention = attend
+        torch.nn.functional.scaled_dot_product_attention = attend
 
 
 def measure(
@@ -140,8 +144,7 @@ def measure(
 ) -> dict:
     """One preset's row of the table."""
     torch.manual_seed(0)
-    if args.temporal_attention == "matmul":
-        route_temporal_attention(args.frames)
+    route_temporal_attention(args.temporal_attention, args.frames)
     checkpoint = untrained_checkpoint(work, preset, args.size, args.frames)
     method = get_method(
         "diffusion",
@@ -187,7 +190,7 @@ def measure(
     flops = counter.get_total_flops() / batch * args.slices * args.steps * args.flips
     row = {
         "preset": preset
-        + (", temporal matmul" if args.temporal_attention == "matmul" else "")
+        + ("" if args.temporal_attention == "model" else f", temporal {args.temporal_attention}")
         + (", compiled" if method.network is not stage1.model else ""),
         "first_s": first_s,
         "subject_s": subject_s,
@@ -317,10 +320,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--temporal-attention",
-        choices=("sdpa", "matmul"),
-        default="sdpa",
-        help="Attention over the frames as the model runs it (sdpa), or as two matrix products "
-        "around a float32 softmax (matmul: the alternative stage1_attention.py times alone).",
+        choices=("model", "sdpa", "matmul"),
+        default="model",
+        help="Attention over the frames as the model runs it (model), with torch's own choice "
+        "of kernel (sdpa), or as two matrix products around a float32 softmax (matmul: the "
+        "alternative stage1_attention.py times alone).",
     )
     parser.add_argument("--train-batch", type=positive_int, default=8, help="Training batch.")
     parser.add_argument("--repeats", type=positive_int, default=3, help="Timed fills (median).")

@@ -148,11 +148,11 @@ def test_attention_table_has_every_implementation(capsys):
     assert run_script(load("stage1_attention").main, [*argv, "--calls", "1", "--repeats", "1"]) == 0
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[4:]]
     # 2x2 patches: temporal (4 series of 3 frames), spatial (3 frames of 4 tokens).
-    assert [(row[0], row[1]) for row in rows] == [("| temporal", "(4, 2, 3, 32)")] * 6 + [
+    assert [(row[0], row[1]) for row in rows] == [("| temporal", "(4, 2, 3, 32)")] * 7 + [
         ("| spatial", "(3, 2, 4, 32)")
-    ] * 6
+    ] * 7
     timed = [row for row in rows if row[3] != "not available"]
-    assert {row[2] for row in timed} >= {"sdpa math", "matmul + softmax"}
+    assert {row[2] for row in timed} >= {"sdpa math", "matmul + softmax", "model (as tssc runs it)"}
     assert all(float(row[6].rstrip(" |")) < 1e-5 for row in timed), timed
 
 
@@ -208,7 +208,7 @@ def test_temporal_attention_rerouted_to_matrix_products(monkeypatch: pytest.Monk
     sampling = load("stage1_sampling")
     fused = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", fused)
-    sampling.route_temporal_attention(3)
+    sampling.route_temporal_attention("matmul", 3)
     routed = torch.nn.functional.scaled_dot_product_attention
     assert routed is not fused
     calls: list[int] = []
@@ -223,3 +223,19 @@ def test_temporal_attention_rerouted_to_matrix_products(monkeypatch: pytest.Monk
         q, k, v = torch.randn(3, 2, 2, length, 8).unbind(0)
         torch.testing.assert_close(routed(q, k, v), fused(q, k, v))
     assert calls == [3]
+
+
+def test_temporal_attention_choices_of_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--temporal-attention model keeps the model's kernel choice; sdpa gives every call to
+    torch's own choice."""
+    sampling = load("stage1_sampling")
+    fused = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", fused)
+    monkeypatch.setattr(sampling.model, "SHORT_ATTENTION", sampling.model.SHORT_ATTENTION)
+    short = sampling.model.SHORT_ATTENTION
+    sampling.route_temporal_attention("model", 12)
+    assert sampling.model.SHORT_ATTENTION == short > 12
+    assert torch.nn.functional.scaled_dot_product_attention is fused
+    sampling.route_temporal_attention("sdpa", 12)
+    assert sampling.model.SHORT_ATTENTION == 0
+    assert torch.nn.functional.scaled_dot_product_attention is fused

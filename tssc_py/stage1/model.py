@@ -17,8 +17,17 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tssc_py.errors import TsscError
+
+# Fused attention kernels work in tiles of 64 to 128 positions, so the temporal attention (one
+# position per frame, 12 by default) is mostly padding whichever kernel runs it. On an H100
+# torch picks cuDNN there; the memory-efficient kernel was 1.5x faster at DiT_S's temporal shape
+# and the matrix-product form slower than it (benchmarks/RESULTS.md, "Stage 1 attention
+# kernels"). Longer sequences (the spatial attention) keep torch's choice, which was fastest.
+SHORT_ATTENTION = 64
+SHORT_ATTENTION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -133,6 +142,17 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(self.timestep_embedding(t, self.frequency_size))
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product attention, each (B', h, L, d/h), with the kernel chosen for L on CUDA.
+
+    On the CPU torch's fused kernel is fastest at both of the model's shapes (RESULTS.md).
+    """
+    if q.is_cuda and q.shape[-2] <= SHORT_ATTENTION:
+        with sdpa_kernel(SHORT_ATTENTION_BACKENDS):
+            return nn.functional.scaled_dot_product_attention(q, k, v)
+    return nn.functional.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over the middle axis of (B', L, D) via fused SDPA."""
 
@@ -147,7 +167,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads)  # (B', L, 3, h, d/h)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B', h, L, d/h)
-        out = nn.functional.scaled_dot_product_attention(q, k, v)  # (B', h, L, d/h)
+        out = attention(q, k, v)  # (B', h, L, d/h)
         out = out.transpose(1, 2).reshape(b, n, d)  # (B', L, D)
         return self.proj(out)
 
