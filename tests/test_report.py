@@ -335,6 +335,25 @@ def test_notes_on_different_subject_sets(scores: Path) -> None:
     assert "Dataset knee" in note and "diffusion 2, linear 2, tssc 1" in note
 
 
+def test_frame_notes_name_the_scored_and_known_frames(tmp_path: Path, scores: Path) -> None:
+    row = (0.01, 30.0, 0.9, 0.01)
+    for subject in ("s1", "s2"):  # every 3rd of 0-9 known
+        _write(tmp_path / "x3", subject, "linear", [(f, *row) for f in (1, 2, 4, 5, 7, 8)])
+    _write(tmp_path / "mixed", "s1", "linear", [(1, *row), (2, *row)])
+    _write(tmp_path / "mixed", "s2", "linear", [(1, *row), (2, *row), (3, *row)])
+    frames = report.gather_datasets(
+        {"knee": [scores], "x3": [tmp_path / "x3"], "mixed": [tmp_path / "mixed"]}
+    )
+    assert report.frame_notes(frames) == [
+        "Dataset knee: frames 1-2 of 0-3 predicted and scored; 0, 3 known (given to every "
+        "method, not scored).",
+        "Dataset x3: frames 1-2, 4-5, 7-8 of 0-9 predicted and scored; 0, 3, 6, 9 known (given "
+        "to every method, not scored).",
+        "Dataset mixed: the subjects' series were scored at 2 different sets of frames (series "
+        "of different lengths or known frames).",
+    ]
+
+
 def test_ssim_modes_are_not_mixed_within_a_dataset(tmp_path: Path) -> None:
     row = [(1, 0.01, 30.0, 0.9, 0.01)]
     _write(tmp_path / "a", "s1", "linear", row, "3d")
@@ -522,6 +541,7 @@ def test_write_report(scores: Path, run: Path, tmp_path: Path) -> None:
         assert base64.b64encode((out / name).read_bytes()).decode("ascii") in page
     assert "34.00 ± 3.00" in page and "PSNR (dB) ↑" in page and "CROSS_SLICE ↓" in page
     assert "Note:" not in page  # every method has every subject of its dataset
+    assert "<p>Dataset knee: frames 1-2 of 0-3 predicted and scored; 0, 3 known" in page
 
     before = (out / "frames.csv").read_bytes()
     with pytest.raises(TsscError, match="output exists"):

@@ -741,10 +741,47 @@ def subject_notes(cohort: pd.DataFrame) -> list[str]:
     return notes
 
 
+def _ranges(values: Sequence[int]) -> str:
+    """Sorted frame indices as ranges: ``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][-1] + 1:
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def frame_notes(frames: pd.DataFrame) -> list[str]:
+    """One sentence per dataset: which frames were predicted and scored, which were known.
+
+    In evaluate mode the first and last chosen frames and, with ``--known-every``, every Kth
+    one between are given to the methods and not scored; the per-frame scores hold the other
+    frames only, so the known ones are those missing from 0 to one past the last scored.
+    """
+    notes = []
+    for dataset, table in frames.groupby("dataset", sort=False):
+        patterns = {tuple(sorted(set(t["frame"]))) for _, t in table.groupby(["subject", "method"])}
+        if len(patterns) > 1:
+            notes.append(
+                f"Dataset {dataset}: the subjects' series were scored at {len(patterns)} "
+                "different sets of frames (series of different lengths or known frames)."
+            )
+            continue
+        (scored,) = patterns
+        known = sorted(set(range(scored[-1] + 2)) - set(scored))
+        notes.append(
+            f"Dataset {dataset}: frames {_ranges(scored)} of 0-{scored[-1] + 1} predicted and "
+            f"scored; {_ranges(known)} known (given to every method, not scored)."
+        )
+    return notes
+
+
 def render_html(
     tables: Sequence[tuple[str, str, pd.DataFrame]],
     figures: Sequence[tuple[str, bytes]],
     notes: Sequence[str] = (),
+    frames: Sequence[str] = (),
 ) -> str:
     """A self-contained page: tables as HTML, figures embedded as base64 PNG.
 
@@ -752,6 +789,8 @@ def render_html(
         tables: ``(title, file name, table)`` per table, in page order.
         figures: ``(file name, PNG bytes)`` per figure, in page order.
         notes: Sentences shown above the tables (see :func:`subject_notes`).
+        frames: The frames scored per dataset, shown above the tables (see
+            :func:`frame_notes`).
     """
     lower = ", ".join(m for m in METRICS if m in LOWER_IS_BETTER)
     higher = ", ".join(m for m in METRICS if m not in LOWER_IS_BETTER)
@@ -763,6 +802,7 @@ def render_html(
         f"{html.escape(higher)}; PSNR in dB. Means and population standard deviations are "
         "over subjects (the mean alone for one subject); a subject's score is the mean over "
         "its predicted frames.</p>",
+        *(f"<p>{html.escape(line)}</p>" for line in frames),
         *(f"<p><strong>Note:</strong> {html.escape(note)}</p>" for note in notes),
     ]
     for title, name, table in tables:
@@ -850,7 +890,7 @@ def write_report(
             written.append(out / name)
             group.path(written[-1]).write_bytes(png)
         written.append(out / "report.html")
-        page = render_html(tables, figures, subject_notes(cohort))
+        page = render_html(tables, figures, subject_notes(cohort), frame_notes(frames))
         group.path(written[-1]).write_text(page, encoding="utf-8")
     if overwrite:
         # What an earlier report wrote and this one does not (an ablation, another dataset's
