@@ -330,6 +330,22 @@ def test_bad_records(tmp_path: Path) -> None:
         load_record(path)
 
 
+def test_records_of_a_newer_tssc_are_named_as_such(tmp_path: Path, scan_file: Path) -> None:
+    """Fields a later version adds (``known_every`` was one) give one line naming them."""
+    config = PrepareConfig(size=8, depth=4, frames=4)
+    _, rec_path = prepare_file(scan_file, tmp_path / "s1.nii.gz", config)
+    data = json.loads(rec_path.read_text())
+    newer = {**data, "phase": 1, "config": {**data["config"], "tilt": 2}}
+    rec_path.write_text(json.dumps(newer))
+    with pytest.raises(TsscError, match=r"holds phase, config.tilt, unknown to this version"):
+        load_record(rec_path)
+    rec_path.write_text(json.dumps({**data, "config": {**data["config"], "known_every": 3}}))
+    assert load_record(rec_path).config["known_every"] == 3
+    rec_path.write_text(json.dumps({**data, "config": [8, 4]}))
+    with pytest.raises(TsscError, match="malformed"):
+        load_record(rec_path)
+
+
 EXACT16 = PrepareConfig(size=16, depth=4, frames=8, low_percentile=0, high_percentile=100)
 
 

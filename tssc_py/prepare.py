@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,10 +177,25 @@ def load_record(path: str | Path) -> PrepareRecord:
         raise TsscError(f"not a JSON preparation record ({exc})", path) from None
     if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
         raise TsscError("not a tssc preparation record (missing or unknown version)", path)
+    config = data.get("config")
+    unknown = sorted(set(data) - {f.name for f in fields(PrepareRecord)})
+    if isinstance(config, dict):
+        unknown += sorted(
+            f"config.{k}" for k in set(config) - {f.name for f in fields(PrepareConfig)}
+        )
+    if unknown:
+        # A later tssc adds options (known_every did): say so rather than fail on the names.
+        raise TsscError(
+            f"holds {', '.join(unknown)}, unknown to this version of tssc: a record written "
+            "by a newer tssc? Read it with that version",
+            path,
+        )
     try:
-        return PrepareRecord(**data)
+        record = PrepareRecord(**data)
+        PrepareConfig(**record.config)
     except TypeError as exc:
         raise TsscError(f"malformed preparation record ({exc})", path) from None
+    return record
 
 
 def select_frames(n_available: int, config: PrepareConfig) -> list[int]:
