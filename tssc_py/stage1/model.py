@@ -23,9 +23,10 @@ from tssc_py.errors import TsscError
 
 # Fused attention kernels work in tiles of 64 to 128 positions, so the temporal attention (one
 # position per frame, 12 by default) is mostly padding whichever kernel runs it. On an H100
-# torch picks cuDNN there; the memory-efficient kernel was 1.5x faster at DiT_S's temporal shape
-# and the matrix-product form slower than it (benchmarks/RESULTS.md, "Stage 1 attention
-# kernels"). Longer sequences (the spatial attention) keep torch's choice, which was fastest.
+# torch picks cuDNN there; the memory-efficient kernel was 1.5x faster at DiT_S's temporal shape.
+# The matrix-product form was slower alone and in eager fills (compiled, with its softmax fused,
+# 4 % faster, at 2.7x the rounding error). Longer sequences (the spatial attention) keep torch's
+# choice, which was fastest (benchmarks/RESULTS.md, "Stage 1 attention kernels").
 SHORT_ATTENTION = 64
 SHORT_ATTENTION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
