@@ -36,7 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
-from tssc_py.stage1 import model
+from tssc_py.stage1 import model as dit
 from tssc_py.stage1.model import preset_config
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     choices = [("sdpa (torch's choice)", sdpa)]
     choices += [(f"sdpa {backend.name.lower()}", forced(backend)) for backend in BACKENDS]
     choices.append(("matmul + softmax", matmul_attention))
-    choices.append(("model (as tssc runs it)", model.attention))
+    choices.append(("model (as tssc runs it)", dit.attention))
     for attention, (batch, length) in shapes.items():
         torch.manual_seed(0)
         qkv = model_qkv(batch, length, config.hidden, config.heads, args.device, dtype)

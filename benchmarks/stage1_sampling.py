@@ -54,7 +54,7 @@ from tssc_py.checkpoint import save_checkpoint
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
-from tssc_py.stage1 import model
+from tssc_py.stage1 import model as dit
 from tssc_py.stage1.interpolator import Stage1, Stage1Config, check_flips, linear_prior
 from tssc_py.stage1.model import DiTConfig, preset_config
 
@@ -127,7 +127,7 @@ def route_temporal_attention(how: str, frames: int) -> None:
     ``stage1_attention.py`` times alone (each row of this script runs in its own process).
     """
     if how == "sdpa":
-        model.SHORT_ATTENTION = 0
+        dit.SHORT_ATTENTION = 0
     elif how == "matmul":
         fused = torch.nn.functional.scaled_dot_product_attention
 

@@ -231,11 +231,11 @@ def test_temporal_attention_choices_of_kernel(monkeypatch: pytest.MonkeyPatch) -
     sampling = load("stage1_sampling")
     fused = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", fused)
-    monkeypatch.setattr(sampling.model, "SHORT_ATTENTION", sampling.model.SHORT_ATTENTION)
-    short = sampling.model.SHORT_ATTENTION
+    monkeypatch.setattr(sampling.dit, "SHORT_ATTENTION", sampling.dit.SHORT_ATTENTION)
+    short = sampling.dit.SHORT_ATTENTION
     sampling.route_temporal_attention("model", 12)
-    assert sampling.model.SHORT_ATTENTION == short > 12
+    assert sampling.dit.SHORT_ATTENTION == short > 12
     assert torch.nn.functional.scaled_dot_product_attention is fused
     sampling.route_temporal_attention("sdpa", 12)
-    assert sampling.model.SHORT_ATTENTION == 0
+    assert sampling.dit.SHORT_ATTENTION == 0
     assert torch.nn.functional.scaled_dot_product_attention is fused

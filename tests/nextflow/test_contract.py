@@ -217,21 +217,22 @@ def test_versions_name_the_device_a_process_ran_on(process: Process) -> None:
     assert ("--device" in dict(versions.options())) == runs_on_device, process.name
 
 
-def test_frames_between_reaches_only_upsample_preparations() -> None:
-    # tssc-prepare refuses --frames-between outside upsample mode, and the training subjects
-    # are prepared in evaluate mode in the same run as an upsample cohort.
+@pytest.mark.parametrize(
+    ("option", "param", "mode", "guard"),
+    [
+        # tssc-prepare refuses --frames-between outside upsample mode, and the training
+        # subjects are prepared in evaluate mode in the same run as an upsample cohort.
+        ("--frames-between", "frames_between", "upsample", "params.mode != 'upsample'"),
+        # It refuses --known-every in upsample mode; training subjects are prepared in
+        # evaluate mode (their frames the same choice as the cohort's).
+        ("--known-every", "known_every", "evaluate", "params.mode == 'upsample'"),
+    ],
+)
+def test_mode_only_options_reach_only_their_mode(
+    option: str, param: str, mode: str, guard: str
+) -> None:
     module = (REPO / "modules/local/prepare/main.nf").read_text()
-    lines = [line for line in module.splitlines() if "'--frames-between'" in line]
-    assert len(lines) == 1 and "meta.mode == 'upsample' ? params.frames_between : null" in lines[0]
+    lines = [line for line in module.splitlines() if f"'{option}'" in line]
+    assert len(lines) == 1 and f"meta.mode == '{mode}' ? params.{param} : null" in lines[0]
     main = (REPO / "main.nf").read_text()
-    assert "params.frames_between != null && params.mode != 'upsample'" in main
-
-
-def test_known_every_reaches_only_evaluate_preparations() -> None:
-    # tssc-prepare refuses --known-every in upsample mode; training subjects are prepared in
-    # evaluate mode (their frames the same choice as the cohort's).
-    module = (REPO / "modules/local/prepare/main.nf").read_text()
-    lines = [line for line in module.splitlines() if "'--known-every'" in line]
-    assert len(lines) == 1 and "meta.mode == 'evaluate' ? params.known_every : null" in lines[0]
-    main = (REPO / "main.nf").read_text()
-    assert "params.known_every != null && params.mode == 'upsample'" in main
+    assert f"params.{param} != null && {guard}" in main
