@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from tests.conftest import REPO, assert_one_line_error, run_cli
 from tssc_py.checkpoint import (
     load_checkpoint,
     load_optimizer_state,
@@ -17,6 +24,7 @@ from tssc_py.checkpoint import (
     save_checkpoint,
 )
 from tssc_py.errors import TsscError
+from tssc_py.training import Run
 
 
 def _save(path: Path, value: float = 1.0) -> Path:
@@ -119,3 +127,82 @@ def test_optimizer_state_round_trip(tmp_path: Path) -> None:
     for index, entry in before["state"].items():
         for key, value in entry.items():
             assert torch.equal(torch.as_tensor(after["state"][index][key]), torch.as_tensor(value))
+
+
+def _killed_during_the_first_save(out: Path) -> Path:
+    """Run a first checkpoint save into ``out`` that is killed (SIGKILL) half-way; return
+    the temporary folder it left."""
+    code = (
+        "import os, signal, sys, torch\n"
+        "from pathlib import Path\n"
+        "import tssc_py.checkpoint as c\n"
+        "def die(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "c.save_file = die\n"
+        "c.save_checkpoint(Path(sys.argv[1]), {'kind': 'test'}, {'model': {'w': torch.ones(2)}})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(out / "checkpoint")], cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL
+    (left,) = out.glob(".checkpoint.tssc-*.tmp")
+    return left
+
+
+def test_what_a_killed_first_save_left_is_removed_by_the_next(tmp_path: Path) -> None:
+    left = _killed_during_the_first_save(tmp_path)
+    _save(tmp_path / "checkpoint")
+    assert not left.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    # A training started again in the folder removes it before its first save.
+    left = _killed_during_the_first_save(tmp_path / "run")
+    Run(tmp_path / "run", "test", ["step"], overwrite=True)
+    assert not left.exists()
+
+
+class _Payload:
+    """Unpickled, it would create the file ``marker``: code run from a data file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return Path.touch, (str(self.marker),)  # type: ignore[return-value]
+
+
+def test_no_code_from_a_checkpoint_ever_runs(tmp_path: Path, checkpoint: Path) -> None:
+    # A checkpoint whose weights file is a pickle (what torch.save writes), with a torch.save
+    # file beside it: loading the checkpoint refuses the one and ignores the other.
+    model = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint, model)
+    marker = tmp_path / "code-ran"
+    for name in ("ema.safetensors", "model.pt"):
+        (model / name).write_bytes(pickle.dumps(_Payload(marker)))
+    torch.save({"payload": _Payload(marker)}, model / "ema.pt")
+    chunk = tmp_path / "c.npz"
+    np.savez(chunk, stack=np.zeros((1, 6, 16, 16), np.float32), header=np.array("{}"))
+    proc = run_cli(
+        "tssc-interpolate", "--chunk", chunk, "--method", "diffusion", "--checkpoint", model,
+        "--out", tmp_path / "o.npz", check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "ema.safetensors: cannot read tensors")
+    assert not marker.exists()
+
+
+def test_a_full_disk_during_a_training_save_is_one_line(prepared: Path, tmp_path: Path) -> None:
+    from tests.test_atomic import _file_size_limit
+
+    out = tmp_path / "run"
+    args = ["--data", prepared, "--out", out, "--preset", "DiT_tiny", "--frames", "6"]
+    args += ["--batch-size", "1", "--steps", "1", "--val-every", "0", "--no-progress"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bin/tssc-train-stage1"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=_file_size_limit(50_000),  # a file size limit fails writes as a full disk
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    # The last step's validation line, then the error alone.
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1] == f"Error: {out / 'checkpoint'}: cannot write the checkpoint: " + (
+        "Error while serializing: I/O error: File too large (os error 27)"
+    )
+    assert not any(p.name.startswith(".checkpoint") for p in out.iterdir())

@@ -186,6 +186,55 @@ def test_bad_option_values_are_one_line_errors(tmp_path: Path) -> None:
     assert_one_line_error(proc, "no such file")
 
 
+def test_size_options_have_upper_bounds(tmp_path: Path) -> None:
+    from tssc_py.prepare import MAX_DEPTH, MAX_FRAMES_BETWEEN, MAX_SIZE
+
+    limits = {"size": MAX_SIZE, "depth": MAX_DEPTH, "frames_between": MAX_FRAMES_BETWEEN}
+    for name in ("tssc-prepare", "tssc-run"):
+        params = {p.name: p for p in _load(name).main.params}
+        assert {key: params[key].type.max for key in limits} == limits  # type: ignore[attr-defined]
+    scan = write_nifti(tmp_path / "s.nii.gz", blob_series())
+    proc = run_cli(
+        "tssc-run", "--input", scan, "--out", tmp_path / "run", "--mode", "upsample",
+        "--frames-between", "10000000", check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "'--frames-between': 10000000 is not in the range 1<=x<=1000")
+    # Each within its bound, together too much: refused before any work, naming the options.
+    proc = run_cli(
+        "tssc-prepare", "--scan", scan, "--out", tmp_path / "p.nii", "--mode", "upsample",
+        "--size", "4096", "--depth", "1024", "--frames-between", "1000", check=False,
+    )  # fmt: skip
+    assert_one_line_error(
+        proc,
+        "s.nii.gz: the filled series (7008 frames of 4096x4096x1024 for --size 4096, --depth "
+        "1024, 8 chosen frames and --frames-between 1000; as many on the scan's 24x20x6 grid) "
+        "needs about 481,586 GB of memory, more than this machine's",
+    )
+    assert not (tmp_path / "p.nii").exists()
+
+
+def test_trainer_size_options_have_upper_bounds(tmp_path: Path) -> None:
+    from tssc_py.baselines.model import MAX_FEATURES
+    from tssc_py.stage1.model import DIT_LIMITS
+    from tssc_py.stage2.model import REFINE_LIMITS
+    from tssc_py.training import MAX_BATCH_SIZE
+
+    expected = {
+        "tssc-train-stage1": {k: v[1] for k, v in DIT_LIMITS.items()},
+        "tssc-train-stage2": {k: REFINE_LIMITS[k][1] for k in ("channels", "blocks")},
+        "tssc-train-baseline": {"features": MAX_FEATURES},
+    }
+    for name, limits in expected.items():
+        params = {p.name: p for p in _load(name).main.params}
+        limits = {**limits, "batch_size": MAX_BATCH_SIZE}
+        assert {key: params[key].type.max for key in limits} == limits  # type: ignore[attr-defined]
+    proc = run_cli(
+        "tssc-train-stage1", "--data", tmp_path, "--out", tmp_path / "o", "--hidden", "1000000",
+        check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "'--hidden': 1000000 is not in the range 4<=x<=4096")
+
+
 def test_diffusion_without_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
     proc = run_cli(
         "tssc-interpolate",

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
 from importlib.resources import files
 from pathlib import Path
 
@@ -11,9 +16,28 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tests.conftest import OBLIQUE, blob_series, leftovers, write_nifti
+from tests.conftest import (
+    BIN,
+    OBLIQUE,
+    REPO,
+    assert_one_line_error,
+    blob_series,
+    leftovers,
+    run_cli,
+    write_nifti,
+)
 from tssc_py.errors import TsscError
-from tssc_py.io import Scan, default_subject, read_scan, scan_suffix, write_scan
+from tssc_py.io import (
+    Scan,
+    check_scan,
+    default_subject,
+    read_scan,
+    scan_digest,
+    scan_files,
+    scan_shape,
+    scan_suffix,
+    write_scan,
+)
 
 EXAMPLE4D = Path(str(files("nibabel") / "tests" / "data" / "example4d.nii.gz"))
 
@@ -127,8 +151,7 @@ def test_truncated_gzip(tmp_path: Path, scan_file: Path) -> None:
 def test_truncated_uncompressed(tmp_path: Path, scan_file: Path) -> None:
     path = tmp_path / "cut.nii"
     path.write_bytes(gzip.decompress(scan_file.read_bytes())[:1000])
-    with pytest.raises(TsscError, match="not a readable image"):
-        read_scan(path)
+    _refused(path, "header claims 46,080 bytes of voxel data from byte 352, more than the")
 
 
 def test_3d_where_4d_needed(tmp_path: Path) -> None:
@@ -229,3 +252,310 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(OSError, match="No space left"):
         write_scan(scan, tmp_path / "bad.nii.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- damaged and hostile files -------------------------------------------------------------
+
+
+def _edited(source: Path, out: Path, **fields: object) -> Path:
+    """``source`` (an uncompressed NIfTI-1 or -2 file) written to ``out`` with header fields set
+    byte for byte, as a damaged or hostile writer would (gzip-compressed for ``.gz``).
+
+    A field's value is a number, or ``{index: number}`` for elements of an array field.
+    """
+    raw = bytearray(source.read_bytes())
+    header = np.frombuffer(raw, nib.load(source).header.structarr.dtype, count=1)
+    for name, value in fields.items():
+        for index, number in (value if isinstance(value, dict) else {(): value}).items():
+            header[name][(0, *np.atleast_1d(index))] = number
+    out.write_bytes(gzip.compress(bytes(raw)) if out.name.endswith(".gz") else bytes(raw))
+    return out
+
+
+def _itk_blob(path: Path, compress: bool = False) -> Path:
+    """A 12x10x5x4 blob series written by SimpleITK (``.mha``, ``.mhd``, ``.nrrd``, ``.nhdr``)."""
+    data = blob_series((12, 10, 5, 4))
+    image = sitk.GetImageFromArray(data.transpose(3, 2, 1, 0), isVector=False)
+    sitk.WriteImage(image, str(path), useCompression=compress)
+    return path
+
+
+def _refused(path: Path, *fragments: str) -> None:
+    """Both the header check and the full read refuse ``path`` with one error naming it."""
+    for read in (scan_shape, read_scan):
+        with pytest.raises(TsscError) as info:
+            read(path)
+        assert info.value.path == path
+        for fragment in fragments:
+            assert fragment in info.value.message, info.value.message
+
+
+def _prepare_cli(scan: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return run_cli(
+        "tssc-prepare",
+        "--scan",
+        scan,
+        "--out",
+        tmp_path / "p.nii",
+        "--size",
+        16,
+        "--depth",
+        4,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("where", ["data", "crc", "length"])
+def test_corrupt_gzip_nifti_is_refused(tmp_path: Path, where: str) -> None:
+    # Stored (level-0) deflate blocks: a changed voxel byte decodes without complaint, and
+    # only the gzip trailer's CRC can tell; the trailer is read only by going to its end.
+    plain = write_nifti(tmp_path / "s.nii", blob_series((12, 10, 5, 4)))
+    raw = bytearray(gzip.compress(plain.read_bytes(), compresslevel=0))
+    raw[{"data": len(raw) // 2, "crc": -6, "length": -2}[where]] ^= 0x10
+    path = tmp_path / "corrupt.nii.gz"
+    path.write_bytes(raw)
+    with pytest.raises(TsscError, match="not a readable image") as info:
+        read_scan(path)
+    assert info.value.path == path
+
+
+def test_corrupt_gzip_nifti_is_one_line_from_a_cli(tmp_path: Path) -> None:
+    plain = write_nifti(tmp_path / "s.nii", blob_series((12, 10, 5, 14)))
+    raw = bytearray(gzip.compress(plain.read_bytes(), compresslevel=0))
+    raw[-6] ^= 0x10
+    path = tmp_path / "corrupt.nii.gz"
+    path.write_bytes(raw)
+    assert_one_line_error(_prepare_cli(path, tmp_path), str(path), "CRC check failed")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "where"), [(".mha", "data"), (".mha", "checksum"), (".nrrd", "length")]
+)
+def test_corrupt_compressed_itk_is_refused(tmp_path: Path, suffix: str, where: str) -> None:
+    # MetaIO prints "Uncompress failed" and returns what it has; teem does not check a gzip
+    # member's length.
+    raw = bytearray(_itk_blob(tmp_path / f"s{suffix}", compress=True).read_bytes())
+    raw[{"data": -len(raw) // 3, "checksum": -1, "length": -2}[where]] ^= 0x10
+    path = tmp_path / f"corrupt{suffix}"
+    path.write_bytes(raw)
+    with pytest.raises(TsscError, match="not a readable image") as info:
+        read_scan(path)
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("compress", "message"),
+    [(False, "more than the file holds"), (True, "compressed data end early")],
+)
+def test_truncated_mha_is_one_line_from_a_cli(tmp_path: Path, compress: bool, message: str) -> None:
+    raw = _itk_blob(tmp_path / "s.mha", compress).read_bytes()
+    path = tmp_path / "cut.mha"
+    path.write_bytes(raw[: len(raw) * 2 // 3])
+    assert_one_line_error(_prepare_cli(path, tmp_path), str(path), message)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # MetaIO writes four lines of its own to stderr, then ITK raises.
+        ((b"ElementType = MET_SHORT\n", b""), "ElementType required and not defined"),
+        # MetaIO overruns its arrays: the process aborts.
+        ((b"NDims = 4", b"NDims = 84"), "NDims = 84"),
+        # MetaIO formats file names with the pattern as given.
+        ((b"= LOCAL", b"= s%03d.raw 1 4 1"), "list or pattern of data files"),
+    ],
+    ids=["missing-type", "dimensions", "pattern"],
+)
+def test_damaged_mha_header_is_one_line_from_a_cli(
+    tmp_path: Path, change: tuple[bytes, bytes], message: str
+) -> None:
+    path = tmp_path / "bad.mha"
+    path.write_bytes(_itk_blob(tmp_path / "s.mha").read_bytes().replace(*change))
+    assert_one_line_error(_prepare_cli(path, tmp_path), str(path), message)
+
+
+def _nifti2(path: Path) -> Path:
+    img = nib.Nifti2Image(blob_series((8, 8, 3, 4)), OBLIQUE)
+    nib.save(img, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("claim.nii", "more than the"),
+        ("claim.nii.gz", "more than"),
+        ("nifti2.nii", "half this machine's memory"),
+        ("claim.mha", "more than the"),
+        ("claim.mhd", "more than the"),
+        ("compressed.mha", "more than"),
+        ("claim.nrrd", "more than the"),
+    ],
+)
+def test_header_claiming_more_data_than_the_file_holds(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    if name.startswith("nifti2"):
+        path = _edited(_nifti2(tmp_path / "s.nii"), tmp_path / name, dim={1: 10**5, 2: 10**5})
+    elif name.startswith("claim.nii"):
+        source = write_nifti(tmp_path / "s.nii", blob_series((12, 8, 3, 4)))
+        path = _edited(source, tmp_path / name, dim={1: 1024, 2: 1024, 3: 100, 4: 8})
+    else:
+        suffix = Path(name).suffix
+        _itk_blob(tmp_path / f"s{suffix}", compress=name.startswith("compressed"))
+        for source in tmp_path.glob("s.*"):
+            raw = source.read_bytes()
+            for sizes in (b"DimSize = 12 10 5 4", b"sizes: 12 10 5 4"):
+                raw = raw.replace(sizes, sizes.replace(b"12 10", b"1024 1024"))
+            (tmp_path / f"{Path(name).stem}{source.suffix}").write_bytes(
+                raw.replace(b"= s.", b"= claim.")
+            )
+        path = tmp_path / name
+    _refused(path, "header claims", message)
+
+
+def _run_measured(name: str, *args: object) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``bin/NAME`` as run_cli does; the result and the process's peak memory (bytes)."""
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, str(BIN / name), *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+        )
+        # wait4, not wait: it reports this child's own peak resident memory (kB on Linux).
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr.read().decode())
+    return done, usage.ru_maxrss * 1024
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux")
+def test_a_header_claim_is_not_allocated(tmp_path: Path) -> None:
+    # 100 kB of gzip claiming 3.4 GB.
+    source = write_nifti(tmp_path / "s.nii", blob_series((32, 32, 8, 12)))
+    claim = 1024 * 1024 * 200 * 8 * 2
+    path = _edited(source, tmp_path / "claim.nii.gz", dim={1: 1024, 2: 1024, 3: 200, 4: 8})
+    proc, peak = _run_measured(
+        "tssc-prepare", "--scan", path, "--out", tmp_path / "p.nii", "--size", 16, "--depth", 4
+    )
+    assert_one_line_error(proc, str(path), "header claims")
+    # Against the same command on the whole file (the interpreter, torch and the small scan):
+    # refusing the claim costs no more.
+    done, baseline = _run_measured(
+        "tssc-prepare", "--scan", source, "--out", tmp_path / "q.nii", "--size", 16, "--depth", 4
+    )
+    assert done.returncode == 0, done.stderr
+    assert peak < baseline + claim / 20, (peak, baseline)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"datatype": 255}, "data code 255"),
+        ({"dim": {0: 8}}, "not a readable image"),  # read as the other byte order
+        ({"dim": {2: -8}}, "negative"),
+        ({"xyzt_units": 7}, "units"),
+        ({"scl_slope": 2.0, "scl_inter": np.inf}, "intercept"),
+        ({"vox_offset": 1e30}, "header claims"),
+    ],
+    ids=["datatype", "dim0", "negative-dim", "units", "intercept", "offset"],
+)
+def test_hostile_header_values_are_one_error(tmp_path: Path, fields: dict, message: str) -> None:
+    source = write_nifti(tmp_path / "s.nii", blob_series((8, 8, 3, 4)))
+    for suffix in (".nii", ".nii.gz"):
+        _refused(_edited(source, tmp_path / f"bad{suffix}", **fields), message)
+
+
+def test_hostile_header_is_one_line_from_a_cli(tmp_path: Path) -> None:
+    # nibabel logs what it finds wrong with a header to stderr, before raising.
+    source = write_nifti(tmp_path / "s.nii", blob_series((12, 10, 5, 14)))
+    path = _edited(source, tmp_path / "bad.nii.gz", datatype=255, pixdim={1: -1.4})
+    assert_one_line_error(_prepare_cli(path, tmp_path), str(path), "data code 255")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"srow_x": {0: np.nan}},
+        {"srow_z": {3: np.inf}},
+        {"sform_code": 0, "qform_code": 1, "quatern_b": np.nan},
+        {"sform_code": 0, "qform_code": 1, "qoffset_x": np.inf},
+    ],
+    ids=["sform-nan", "sform-inf", "qform-nan", "qform-inf"],
+)
+def test_non_finite_affine_is_refused(tmp_path: Path, fields: dict) -> None:
+    source = write_nifti(tmp_path / "s.nii", blob_series((8, 8, 3, 4)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from a determinant of NaN
+        _refused(_edited(source, tmp_path / "bad.nii", **fields), "NaN or infinite")
+
+
+def test_non_finite_affine_or_time_step_in_memory_is_refused(tmp_path: Path) -> None:
+    scan = Scan(blob_series((8, 8, 3, 4)), OBLIQUE.copy())
+    scan.affine[1, 3] = np.nan
+    with pytest.raises(TsscError, match=r"^s1: .*NaN or infinite"):
+        check_scan(scan, "s1")
+    with pytest.raises(TsscError, match="time step"):
+        write_scan(scan.replace(affine=OBLIQUE, time_step=np.inf), tmp_path / "x.nii")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("step", [np.nan, np.inf, -np.inf])
+def test_non_finite_time_step_is_refused(tmp_path: Path, step: float) -> None:
+    source = write_nifti(tmp_path / "s.nii", blob_series((8, 8, 3, 4)))
+    _refused(_edited(source, tmp_path / "bad.nii.gz", pixdim={4: step}), "time step", "pixdim[4]")
+    # Zero means unknown in NIfTI: kept, and written back.
+    scan = read_scan(_edited(source, tmp_path / "zero.nii.gz", pixdim={4: 0.0}))
+    assert read_scan(write_scan(scan, tmp_path / "out.nii")).time_step == 0.0
+
+
+def test_non_finite_time_step_is_one_line_from_a_cli(tmp_path: Path) -> None:
+    source = write_nifti(tmp_path / "s.nii", blob_series((12, 10, 5, 14)))
+    path = _edited(source, tmp_path / "bad.nii.gz", pixdim={4: np.nan})
+    assert_one_line_error(_prepare_cli(path, tmp_path), str(path), "time step")
+
+
+def test_random_header_damage_is_a_scan_or_one_error(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    # (file, header bytes, damaged copy): NIfTI-1 and -2, plain and gzip, MetaImage and NRRD.
+    cases = []
+    nifti1 = write_nifti(tmp_path / "s1.nii", blob_series((8, 8, 3, 4)))
+    for plain in (nifti1, _nifti2(tmp_path / "s2.nii")):
+        size = nib.load(plain).header.sizeof_hdr
+        cases += [
+            (plain, size, tmp_path / "damaged.nii"),
+            (plain, size, tmp_path / "damaged.nii.gz"),
+        ]
+    for name, end in (("s.mha", b"LOCAL\n"), ("s.nrrd", b"\n\n")):
+        itk = _itk_blob(tmp_path / name, compress=True)
+        cases.append((itk, itk.read_bytes().index(end), tmp_path / f"damaged{itk.suffix}"))
+    for i in range(96):
+        source, size, path = cases[i % len(cases)]
+        raw = bytearray(source.read_bytes())
+        for at in rng.integers(0, size, size=rng.integers(1, 4)):
+            raw[at] = rng.integers(0, 256)
+        path.write_bytes(gzip.compress(bytes(raw), 1) if path.suffix == ".gz" else bytes(raw))
+        for read in (scan_shape, read_scan):
+            try:
+                read(path)
+            except TsscError as exc:
+                assert exc.path == path
+
+
+@pytest.mark.parametrize(("suffix", "data"), [(".mhd", ".raw"), (".nhdr", ".raw.gz")])
+def test_a_detached_scan_is_its_header_and_data_file(
+    tmp_path: Path, suffix: str, data: str
+) -> None:
+    header = _itk_blob(tmp_path / f"s{suffix}", compress=data.endswith(".gz"))
+    (raw,) = [p for p in tmp_path.iterdir() if p != header]
+    assert scan_files(header) == [header, raw] and scan_files(tmp_path / "a.nii") == [
+        tmp_path / "a.nii"
+    ]
+    before = scan_digest(header)
+    # Data replaced in place, header unchanged: another scan.
+    raw.write_bytes(raw.read_bytes()[::-1])
+    assert scan_digest(header) != before

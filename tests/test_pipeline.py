@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -340,3 +341,152 @@ def test_frame_errors_name_the_row_of_a_shared_scan(tmp_path: Path) -> None:
     config = PrepareConfig(size=16, depth=12)
     with pytest.raises(TsscError, match=r"subject 'b': end frame 3 must come after start frame 9"):
         run_cohort(sheet, tmp_path / "run", ["linear"], config, show_progress=False)
+
+
+# --- what a run never touches: files it did not write, paths outside OUT -----------------
+
+
+def test_overwrite_never_removes_files_it_did_not_write(tmp_path: Path, cohort: Path) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    run_cohort(cohort, out, ["linear", "nearest"], config, show_progress=False)
+    made = sorted(p for p in out.rglob("*") if p.is_file())
+    mine = [out / "linear" / "mine.txt", out / "report" / "examples.mine.png"]
+    for path in mine:
+        path.write_text("the user's")
+    with pytest.raises(TsscError, match=r"holds files no earlier run wrote: linear/mine\.txt"):
+        run_cohort(cohort, out, ["linear"], config, overwrite=True, show_progress=False)
+    # Refused before removing anything.
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == sorted([*made, *mine])
+    mine[0].unlink()
+    (out / "slurm-123.out").write_text("a job log beside the run's folders")
+    (out / "report" / "examples.mine.png").unlink()
+    run_cohort(cohort, out, ["linear"], config, overwrite=True, show_progress=False)
+    assert (out / "slurm-123.out").read_text() == "a job log beside the run's folders"
+    assert not (out / "nearest").exists()
+
+
+def test_scans_where_the_run_writes_are_refused_before_any_work(
+    tmp_path: Path, cohort: Path
+) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    # The user keeps the scans in OUT/prepared/: the run would write beside them, and
+    # --overwrite once made it remove them.
+    kept = out / "prepared"
+    kept.mkdir(parents=True)
+    for name in ("s0.nii.gz", "s1.nii.gz"):
+        (kept / name).write_bytes((cohort.parent / name).read_bytes())
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(f"subject,scan\ns0,{kept / 's0.nii.gz'}\ns1,{kept / 's1.nii.gz'}\n")
+    for overwrite in (False, True):
+        with pytest.raises(TsscError, match=r"subject 's0': the scan lies in .*prepared"):
+            run_cohort(sheet, out, ["linear"], config, overwrite=overwrite, show_progress=False)
+    assert sorted(p.name for p in out.rglob("*")) == ["prepared", "s0.nii.gz", "s1.nii.gz"]
+    # A result of an earlier run given as a scan: --overwrite would remove it.
+    other = tmp_path / "other"
+    run_cohort(cohort, other, ["linear"], config, show_progress=False)
+    result = other / "linear" / "s0.nii.gz"
+    sheet.write_text(f"subject,scan\nx,{result}\n")
+    with pytest.raises(TsscError, match="the scan lies in"):
+        run_cohort(sheet, other, ["linear"], config, overwrite=True, show_progress=False)
+    assert result.is_file()
+
+
+@pytest.mark.parametrize("entry", ["filled/../../victim.txt", "/tmp/victim.txt", "notes.txt"])
+def test_run_state_paths_leading_out_of_the_run_are_refused(
+    tmp_path: Path, cohort: Path, entry: str
+) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    run_cohort(cohort, out, ["linear"], config, show_progress=False)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not tssc's")
+    (out / "notes.txt").write_text("the user's notes")
+    state = json.loads((out / "run.json").read_text())
+    state["done"]["s0"].append(entry.replace("/tmp/", f"{tmp_path}/"))
+    (out / "run.json").write_text(json.dumps(state))
+    (out / "linear" / "s0.nii.gz").unlink()  # s0 would run again, removing its files
+    for resume, overwrite in ((True, False), (False, True)):
+        with pytest.raises(TsscError, match=r"run\.json: names"):
+            run_cohort(
+                cohort,
+                out,
+                ["linear"],
+                config,
+                resume=resume,
+                overwrite=overwrite,
+                show_progress=False,
+            )
+    assert victim.read_text() == "not tssc's"
+    assert (out / "notes.txt").read_text() == "the user's notes"
+    assert (out / "linear" / "s1.nii.gz").is_file()
+
+
+def test_resume_runs_again_a_subject_whose_scan_was_replaced(
+    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    run_cohort(cohort, out, ["linear"], config, show_progress=False)
+    before = read_scan(out / "linear" / "s1.nii.gz").data
+    write_nifti(cohort.parent / "s1.nii.gz", blob_series((20, 16, 12, 14), seed=7))
+    calls: list[str] = []
+    real = pipeline.run_subject
+
+    def counted(subject: Subject, *args: object, **kwargs: object) -> list[Path]:
+        calls.append(subject.subject)
+        return real(subject, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "run_subject", counted)
+    run_cohort(cohort, out, ["linear"], config, show_progress=False, resume=True)
+    assert calls == ["s1"]
+    assert not np.array_equal(read_scan(out / "linear" / "s1.nii.gz").data, before)
+
+
+def test_resume_refuses_weights_replaced_in_place(
+    tmp_path: Path, cohort: Path, checkpoint: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint, model)
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    options = {"checkpoint": str(model), "flips": 1}
+    run_cohort(cohort, out, ["diffusion"], config, show_progress=False, method_options=options)
+    # Retrained with the same options, or copied over: the same config, other weights.
+    weights = load_file(model / "ema.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, model / "ema.safetensors")
+    resumed = {"show_progress": False, "method_options": options, "resume": True}
+    with pytest.raises(TsscError, match=r"weights_sha256\.diffusion differs"):
+        run_cohort(cohort, out, ["diffusion"], config, **resumed)
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next(tmp_path: Path, cohort: Path) -> None:
+    from tests.test_atomic import _dead_pid, _leftover
+
+    out = tmp_path / "run"
+    config = PrepareConfig(size=16, depth=12, frames=6)
+    run_cohort(cohort, out, ["linear"], config, show_progress=False)
+    dead = _dead_pid()
+    left = [_leftover(out / name, "s9.nii.gz", dead) for name in ("prepared", "linear")]
+    left.append(_leftover(out / "filled" / "linear", "s9.nii.gz", dead))
+    run_cohort(cohort, out, ["linear"], config, show_progress=False, resume=True)
+    assert not any(p.exists() for p in left)
+    left = [_leftover(out / "metrics", "s9.frames.csv", dead)]
+    run_cohort(cohort, out, ["linear"], config, show_progress=False, overwrite=True)
+    assert not left[0].exists()
+
+
+def test_a_series_beyond_memory_stops_the_run_before_any_work(
+    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tssc_py import memory
+
+    monkeypatch.setattr(memory, "physical_memory", lambda: 50_000_000)  # 50 MB
+    out = tmp_path / "run"
+    config = PrepareConfig(mode="upsample", size=64, depth=12, frames_between=100)
+    with pytest.raises(TsscError, match=r"s0\.nii\.gz: subject 's0': the filled series"):
+        run_cohort(cohort, out, ["linear"], config, show_progress=False)
+    assert not out.exists()

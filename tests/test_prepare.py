@@ -10,11 +10,22 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import OBLIQUE, blob_series, leftovers, write_nifti
+from tests.conftest import (
+    OBLIQUE,
+    assert_one_line_error,
+    blob_series,
+    leftovers,
+    run_cli,
+    write_nifti,
+)
 from tssc_py.errors import TsscError
 from tssc_py.io import Scan, read_scan, write_scan
 from tssc_py.prepare import (
+    MAX_DEPTH,
+    MAX_FRAMES_BETWEEN,
+    MAX_SIZE,
     PrepareConfig,
+    check_memory,
     known_frame_indices,
     load_record,
     percentiles,
@@ -274,7 +285,7 @@ def test_prepare_checks_a_scan_made_in_memory() -> None:
         prepare_scan(Scan(data[..., 0], OBLIQUE), EXACT, "s")
     # Its id names files (chunks, scores): the rule of every other entry point.
     for subject in ("../escaped", ""):
-        with pytest.raises(TsscError, match="has characters other than"):
+        with pytest.raises(TsscError, match=r"has characters other than|is empty"):
             prepare_scan(_scan(), replace(EXACT, frames=3), subject)
 
 
@@ -397,3 +408,136 @@ def test_restore_refuses_another_subjects_series(tmp_path: Path) -> None:
     with pytest.raises(TsscError, match=r"b\.nii: does not lie where the record's prepared"):
         restore_file(paths["b"], record_path(paths["a"]), tmp_path / "x.nii")
     restore_file(paths["a"], record_path(paths["a"]), tmp_path / "a_back.nii")
+
+
+@pytest.mark.parametrize(
+    ("name", "limit"),
+    [("size", MAX_SIZE), ("depth", MAX_DEPTH), ("frames_between", MAX_FRAMES_BETWEEN)],
+)
+def test_config_upper_bounds(name: str, limit: int) -> None:
+    assert getattr(PrepareConfig(**{name: limit}), name) == limit
+    for bad in (limit + 1, 10**12, 0, 64.0):
+        with pytest.raises(TsscError, match=rf"{name} must be an integer from 1 to {limit}, got"):
+            PrepareConfig(**{name: bad})
+
+
+def test_memory_estimate_is_checked_before_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    upsample = PrepareConfig(mode="upsample", size=64, depth=8, frames_between=9)
+    # 2 chosen frames, 9 between: 11 frames of 64x64x8 and of the scan's 24x24x6, float32.
+    needed = 11 * (64 * 64 * 8 + 24 * 24 * 6) * 4
+    monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: needed)
+    check_memory(upsample, (24, 24, 6, 2))
+    monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: needed - 1)
+    message = (
+        r"^the filled series \(11 frames of 64x64x8 for --size 64, --depth 8, 2 chosen frames "
+        r"and --frames-between 9; as many on the scan's 24x24x6 grid\) needs about 0.00159 GB "
+        r"of memory, more than this machine's 0.00159 GB$"
+    )
+    with pytest.raises(TsscError, match=message):
+        check_memory(upsample, (24, 24, 6, 2))
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("prepared before the memory check")
+
+    monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: 1000)
+    monkeypatch.setattr("tssc_py.prepare.percentiles", no_work)
+    with pytest.raises(TsscError, match=r"series \(8 frames of 24x24x6 for --size 24, --depth 6;"):
+        prepare_scan(_scan(), replace(EXACT, frames=8), "s")
+    # The frame choice is checked first: its error, not an estimate of a choice that fails.
+    with pytest.raises(TsscError, match="fewer frames than needed"):
+        check_memory(replace(EXACT, frames=9), (24, 24, 6, 8))
+
+
+SMALL = PrepareConfig(size=16, depth=6, frames=4)
+
+
+@pytest.mark.parametrize("subject", ["../../ESCAPED", "/tmp/ESCAPED", ".hidden", "a" * 101])
+def test_a_records_subject_is_checked_on_load(
+    tmp_path: Path, scan_file: Path, subject: str
+) -> None:
+    _, rec_path = prepare_file(scan_file, tmp_path / "p" / "s.nii", SMALL)
+    data = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps({**data, "subject": subject}))
+    with pytest.raises(TsscError, match=r"s\.json: the record's subject id"):
+        load_record(rec_path)
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("tssc-split", ["--prepared", "{p}/s.nii", "--record", "{p}/s.json", "--out", "{o}"]),
+        (
+            "tssc-metrics",
+            [
+                *("--prediction", "{p}/s.nii", "--truth", "{p}/s.nii"),
+                *("--record", "{p}/s.json", "--method", "linear", "--out", "{o}"),
+            ],
+        ),
+    ],
+)
+def test_a_record_cannot_make_a_step_write_outside_its_out(
+    tmp_path: Path, scan_file: Path, tool: str, args: list[str]
+) -> None:
+    prepared = tmp_path / "p"
+    _, rec_path = prepare_file(scan_file, prepared / "s.nii", SMALL)
+    data = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps({**data, "subject": "../../ESCAPED"}))
+    out = tmp_path / "deep" / "er" / "out"
+    given = [a.format(p=prepared, o=out) for a in args]
+    assert_one_line_error(run_cli(tool, *given, check=False), "the record's subject id")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["p", "s.json", "s.nii", "scan.nii.gz"]
+
+
+def test_restore_refuses_a_raw_scan_of_the_prepared_grid(tmp_path: Path) -> None:
+    # Prepared at the scan's own size and depth, the prepared grid is the scan's: only the
+    # values tell a raw scan from a filled series.
+    scan = write_nifti(tmp_path / "s.nii.gz", blob_series((16, 16, 6, 6)))
+    image, rec_path = prepare_file(
+        scan, tmp_path / "p.nii", PrepareConfig(size=16, depth=6, frames=6)
+    )
+    proc = run_cli(
+        "tssc-restore",
+        "--filled",
+        scan,
+        "--record",
+        rec_path,
+        "--out",
+        tmp_path / "r.nii.gz",
+        check=False,
+    )
+    assert_one_line_error(proc, "s.nii.gz: its known frames hold int16 values", "a raw scan?")
+    assert not (tmp_path / "r.nii.gz").exists()
+    run_cli("tssc-restore", "--filled", image, "--record", rec_path, "--out", tmp_path / "r.nii")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n_frames": 10**9},  # restoring would allocate 10**9 frames
+        {"original_shape": [24, 20, 6]},
+        {"original_shape": [24, 20, 6, 40]},  # other frames than the record's
+        {"known_frames": [0, 2]},
+    ],
+)
+def test_a_record_whose_sizes_do_not_follow_from_it_is_refused(
+    tmp_path: Path, scan_file: Path, change: dict
+) -> None:
+    _, rec_path = prepare_file(scan_file, tmp_path / "s.nii", SMALL)
+    data = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps({**data, **change}))
+    with pytest.raises(TsscError, match=r"s\.json: the record's"):
+        load_record(rec_path)
+
+
+def test_restoring_to_a_grid_beyond_memory_is_refused_first(
+    tmp_path: Path, scan_file: Path
+) -> None:
+    image, rec_path = prepare_file(scan_file, tmp_path / "s.nii", SMALL)
+    data = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps({**data, "original_shape": [10**5, 10**5, 1000, 8]}))
+    filled = write_scan(read_scan(image), tmp_path / "f.nii")
+    proc = run_cli(
+        "tssc-restore", "--filled", filled, "--record", rec_path, "--out", tmp_path / "r.nii",
+        check=False,
+    )  # fmt: skip
+    assert_one_line_error(proc, "on the scan's 100000x100000x1000 grid) needs about")

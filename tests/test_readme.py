@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -39,3 +40,15 @@ def test_the_python_example_runs(tmp_path: Path) -> None:
     lines = done.stdout.strip().splitlines()
     assert lines[0].split() == ["frame", "psnr", "ssim"] and len(lines) == 5
     assert (tmp_path / "demo_py" / "run" / "report" / "report.html").is_file()
+
+
+def test_every_promise_names_tests_that_exist() -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## What tssc will never do", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", section)
+    promises = section.count("\n- **")
+    assert promises >= 6 and len(named) >= 2 * promises
+    for path, name in named:
+        tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
+        tests = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in tests, f"{path} has no test {name}"

@@ -593,3 +593,23 @@ def test_cli(scores: Path, cardiac: Path, run: Path, tmp_path: Path) -> None:
     done = run_cli("tssc-report", "--out", tmp_path / "again", check=False)
     assert_one_line_error(done, "no metrics files given")
     assert not (tmp_path / "again").exists()
+
+
+def test_overwrite_removes_only_what_the_earlier_report_wrote(
+    scores: Path, run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    written = report.write_report(out, [scores], [("blobs", run)])
+    assert sorted(report.report_files(out)) == sorted(written)
+    mine = [out / "examples.mine.png", out / "ablation.notes.csv", out / "errors.x.png"]
+    for path in mine:
+        path.write_bytes(PNG_MAGIC)
+    fewer = report.write_report(out, [scores], overwrite=True)
+    # The earlier report's figures of the blobs dataset go; the user's files stay.
+    assert not (out / "examples.blobs.png").exists()
+    assert sorted(out.iterdir()) == sorted([*fewer, *mine])
+    # A page listing files outside its folder is refused before anything is written.
+    page = (out / "report.html").read_text(encoding="utf-8")
+    (out / "report.html").write_text(page.replace('content="', 'content="../victim.csv '))
+    with pytest.raises(TsscError, match=r"report\.html: names '\.\./victim\.csv'"):
+        report.write_report(out, [scores], overwrite=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import assert_one_line_error, run_cli
 from tssc_py.errors import TsscError
-from tssc_py.samplesheet import Subject, check_subject_id, read_inputs
+from tssc_py.names import check_subject_id
+from tssc_py.samplesheet import Subject, read_inputs
 
 
 def _sheet(tmp_path: Path, text: str) -> Path:
@@ -76,3 +79,25 @@ def test_subject_ids() -> None:
     for bad in ("", ".", "..", "a/b", "a b", "é"):
         with pytest.raises(TsscError):
             check_subject_id(bad)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (
+            "subject,scan\ns1,caf\xe9.nii.gz\n".encode("latin-1"),
+            "line 2: not UTF-8 text (byte 0xe9)",
+        ),
+        (b"subject,scan\ns1,a\x00.nii.gz\n", "line 2: holds a NUL byte"),
+        (b"subject,scan\ns1," + b"a" * 200_000 + b"\n", "line 2: not a CSV row"),
+        (b"subject,scan\n.s1,a.nii.gz\n", "line 2: subject id '.s1' starts with '.'"),
+        (b"subject,scan\n" + b"s" * 300 + b",a.nii.gz\n", "characters long, at most 100"),
+    ],
+)
+def test_bad_sheets_are_one_line_errors(tmp_path: Path, content: bytes, problem: str) -> None:
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(content)
+    with pytest.raises(TsscError, match=re.escape(problem)):
+        read_inputs(sheet)
+    proc = run_cli("tssc-run", "--input", sheet, "--out", tmp_path / "out", check=False)
+    assert_one_line_error(proc, str(sheet), problem)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import io
+import json
+import zipfile
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,18 @@ def test_not_a_chunk(tmp_path: Path) -> None:
         load_chunk(tmp_path / "missing.npz")
 
 
+@pytest.mark.parametrize(
+    "change", [{"subject": "../../ESCAPED"}, {"subject": ".x"}, {"method": "../linear"}]
+)
+def test_a_chunk_header_naming_files_outside_is_refused(tmp_path: Path, change: dict) -> None:
+    prepared, record = _prepared((6, 5, 7, 4))
+    chunk = split_volume(prepared.data, record, 3)[0]
+    header = {"version": 1, **asdict(chunk.info), "method": "linear", **change}
+    np.savez(tmp_path / "c.npz", stack=chunk.stack, header=np.array(json.dumps(header)))
+    with pytest.raises(TsscError, match=r"c\.npz: the chunk's (subject id|method name)"):
+        load_chunk(tmp_path / "c.npz")
+
+
 def test_assemble_refuses_gaps_overlaps_and_mixtures() -> None:
     prepared, record = _prepared((4, 4, 6, 3))
     chunks = split_volume(prepared.data, record, 2)
@@ -117,13 +132,19 @@ def test_files(tmp_path: Path) -> None:
     known = record.known_frames
     np.testing.assert_array_equal(filled.data[..., known], prepared.data[..., known])
     np.testing.assert_allclose(filled.affine, prepared.affine)
-    # A new split into fewer chunks replaces the old ones, leaving none of them behind; paths
-    # may be text, as from a notebook, and come back as Path.
-    again = split_file(str(image), str(record_path(image)), str(tmp_path / "chunks"), 3, True)
-    assert again == [tmp_path / "chunks" / "s.chunk000.npz", tmp_path / "chunks" / "s.chunk001.npz"]
-    assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == [
+    # A new split into fewer chunks replaces the old ones, leaving none of them behind (but
+    # files of that name it did not write: a filled chunk, another file); paths may be text,
+    # as from a notebook, and come back as Path.
+    chunks = tmp_path / "chunks"
+    (chunks / "s.chunk005.npz").write_bytes(filled_paths[0].read_bytes())
+    (chunks / "s.chunk006.npz").write_text("the user's")
+    again = split_file(str(image), str(record_path(image)), str(chunks), 3, True)
+    assert again == [chunks / "s.chunk000.npz", chunks / "s.chunk001.npz"]
+    assert sorted(p.name for p in chunks.iterdir()) == [
         "s.chunk000.npz",
         "s.chunk001.npz",
+        "s.chunk005.npz",
+        "s.chunk006.npz",
     ]
 
 
@@ -148,3 +169,27 @@ def test_assembled_upsampled_series_has_the_new_time_step(tmp_path: Path) -> Non
     assert out.data.shape[3] == record.n_frames == 9
     assert out.time_step == pytest.approx(prepared.time_step / 4)
     assert out.time_step == pytest.approx(record.restored_time_step)
+
+
+def test_a_chunk_holding_pickled_objects_is_refused_unread(tmp_path: Path) -> None:
+    from tests.test_checkpoint import _Payload
+
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "c.npz"
+    np.savez(path, stack=np.zeros((1, 4, 2, 2)), header=np.array([_Payload(marker)], object))
+    with pytest.raises(TsscError, match="not a tssc chunk"):
+        load_chunk(path)
+    assert not marker.exists()
+
+
+def test_a_chunk_claiming_more_data_than_it_holds_is_refused_unread(tmp_path: Path) -> None:
+    # NumPy would allocate what the array's header claims (10**9 float32s) before reading.
+    stack = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**6, 4, 250, 1)}
+    np.lib.format.write_array_header_1_0(stack, header)
+    stack.write(b"\0" * 1000)
+    with zipfile.ZipFile(tmp_path / "c.npz", "w") as archive:
+        archive.writestr("stack.npy", stack.getvalue())
+        archive.writestr("header.npy", b"")
+    with pytest.raises(TsscError, match=r"c\.npz: not a tssc chunk \(array stack\.npy claims"):
+        load_chunk(tmp_path / "c.npz")

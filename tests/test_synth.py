@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 from tssc_py import synth
 from tssc_py.errors import TsscError
 from tssc_py.io import read_scan
@@ -218,6 +218,37 @@ def test_bad_arguments(tmp_path, change, message):
             synth.synth_scan(rng=rng(), **args)
 
 
+@pytest.mark.parametrize("name", ["subjects", "size", "depth", "frames"])
+def test_sizes_have_upper_bounds(tmp_path, name):
+    low, high = synth.LIMITS[name]
+    args = {"kind": "knee", "subjects": 1, "size": 16, "depth": 1, "frames": 2}
+    for bad in (high + 1, 10**12):
+        message = rf"^{name} must be an integer from {low} to {high}, got {bad}$"
+        with pytest.raises(TsscError, match=message):
+            synth.write_cohort(tmp_path / "out", **{**args, name: bad})
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_estimate_is_checked_before_drawing(tmp_path, monkeypatch):
+    # One subject at a time: float32 signal and int16 scan a frame, and float32 scratch.
+    needed = 64 * 64 * 16 * (6 * 12 + 4 * synth.SCRATCH_VOLUMES)
+    monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: needed - 1)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("drawn before the memory check")
+
+    monkeypatch.setattr(synth, "_cardiac", no_work)
+    message = (
+        r"^a scan of 64x64x16 voxels and 12 frames \(--size, --depth, --frames; one subject at "
+        r"a time\) needs about 0.0131 GB of memory, more than this machine's 0.0131 GB$"
+    )
+    with pytest.raises(TsscError, match=message):
+        synth.write_cohort(tmp_path / "out", "cardiac", subjects=1000)
+    with pytest.raises(TsscError, match=message):
+        synth.synth_scan("cardiac", rng())
+    assert not (tmp_path / "out").exists()
+
+
 def test_output_folder_that_is_a_file(tmp_path):
     (tmp_path / "taken").write_text("")
     with pytest.raises(TsscError, match="not a folder"):
@@ -242,6 +273,12 @@ def test_cli(tmp_path):
     assert again.returncode == 1
     assert "Error:" in again.stderr and "Traceback" not in again.stderr
     assert _synth(*options, "--frames", "3", "--out", str(out), "--overwrite").returncode == 0
+
+
+def test_cli_sizes_have_upper_bounds(tmp_path):
+    done = _synth("--size", "100000", "--out", str(tmp_path / "o"))
+    assert_one_line_error(done, "'--size': 100000 is not in the range 16<=x<=2048")
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_help():

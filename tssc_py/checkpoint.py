@@ -7,12 +7,12 @@ training checkpoints, ``training.json`` (step, optimizer hyper-parameters, NumPy
 state). Nothing in it can execute code when loaded. The folder is replaced atomically: it is
 written under a temporary name next to the destination and renamed into place, so a job
 killed while saving leaves the previous checkpoint intact (and, stopped by SIGINT or SIGTERM,
-no temporary folder).
+no temporary folder; killed otherwise, a temporary folder that the next save, or the next
+training in that folder, removes).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +29,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tssc_py import __version__
+from tssc_py.atomic import remove_leftovers, temporary_name
 from tssc_py.errors import TsscError, about
+from tssc_py.io import file_sha256
 from tssc_py.signals import signals_held
 
 CONFIG = "config.json"
@@ -74,16 +76,7 @@ class Checkpoint:
         Raises:
             TsscError: If the file is missing or unreadable.
         """
-        path = self.path / f"{name}.safetensors"
-        digest = hashlib.sha256()
-        try:
-            with path.open("rb") as handle:
-                # In blocks (hashlib.file_digest needs Python 3.11).
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        except OSError as exc:
-            raise TsscError(f"cannot read tensors: {exc.strerror or exc}", path) from None
-        return digest.hexdigest()
+        return file_sha256(self.path / f"{name}.safetensors")
 
     def load_into(self, module: nn.Module, name: str) -> None:
         """Load the tensor group ``name`` into ``module``'s weights.
@@ -175,12 +168,18 @@ def save_checkpoint(
 
     Returns:
         ``path``.
+
+    Raises:
+        TsscError: If ``path`` is not a checkpoint folder, or writing fails (the previous
+            checkpoint is then kept).
     """
     path = Path(path)
     if path.exists() and not (path / CONFIG).is_file():
         raise TsscError("exists and is not a checkpoint folder; refusing to replace it", path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_leftovers(path.parent, path.name)
+    prefix, suffix = temporary_name(path, ".tmp")
+    tmp = Path(tempfile.mkdtemp(suffix, prefix, path.parent))
     try:
         for name, group in tensors.items():
             flat = {k: v.detach().to("cpu").contiguous() for k, v in group.items()}
@@ -195,7 +194,8 @@ def save_checkpoint(
             os.chmod(file, 0o666 & ~mask)
         os.chmod(tmp, 0o777 & ~mask)
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            prefix, suffix = temporary_name(path, ".old")
+            old = Path(tempfile.mkdtemp(suffix, prefix, path.parent))
             # Between these two renames there is no checkpoint at ``path``: no signal may
             # stop the process there.
             with signals_held():
@@ -204,8 +204,11 @@ def save_checkpoint(
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError | SafetensorError):  # a full disk, a quota, a size limit
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise TsscError(f"cannot write the checkpoint: {reason}", path) from None
         raise
     return path
 

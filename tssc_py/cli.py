@@ -16,7 +16,7 @@ import click
 
 from tssc_py.errors import TsscError
 from tssc_py.metrics import SSIM_MODES
-from tssc_py.prepare import MODES, PrepareConfig
+from tssc_py.prepare import MAX_DEPTH, MAX_FRAMES_BETWEEN, MAX_SIZE, MODES, PrepareConfig
 from tssc_py.signals import Terminated, raise_on_sigterm, sigterm_received
 from tssc_py.stage1 import DEVICES, WEIGHTS
 from tssc_py.stage1.interpolator import FLIPS
@@ -28,9 +28,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class Command(click.Command):
-    """A click command that reports :class:`TsscError` as a one-line error, and SIGTERM (a
-    batch system's time limit) or Ctrl-C as one line and exit status 143 or 130 after removing
-    what was half-written."""
+    """A click command that reports :class:`TsscError`, and what the machine refuses (an
+    ``OSError``: a full disk, a name too long; running out of memory), as a one-line error,
+    and SIGTERM (a batch system's time limit) or Ctrl-C as one line and exit status 143 or 130
+    after removing what was half-written."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("context_settings", CONTEXT)
@@ -56,6 +57,11 @@ class Command(click.Command):
             result = super().invoke(ctx)
         except TsscError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # the machine's, not the input's: a full disk, a long path...
+            where = f"{exc.filename}: " if exc.filename is not None else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+        except MemoryError:
+            raise click.ClickException("out of memory") from None
         except Terminated as exc:
             click.echo(f"Error: {exc}", err=True)
             raise click.exceptions.Exit(128 + exc.signum) from None
@@ -153,21 +159,21 @@ prepare_options = compose(
     ),
     click.option(
         "--size",
-        type=click.IntRange(min=8),
+        type=click.IntRange(8, MAX_SIZE),
         default=_DEFAULT.size,
         show_default=True,
         help="In-plane size after resampling (SIZE x SIZE voxels, field of view kept).",
     ),
     click.option(
         "--depth",
-        type=click.IntRange(min=1),
+        type=click.IntRange(1, MAX_DEPTH),
         default=_DEFAULT.depth,
         show_default=True,
         help="Slices after centred zero padding or cropping.",
     ),
     click.option(
         "--frames-between",
-        type=click.IntRange(min=1),
+        type=click.IntRange(1, MAX_FRAMES_BETWEEN),
         default=_DEFAULT.frames_between,
         show_default=True,
         callback=_upsample_only,

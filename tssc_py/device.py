@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
+from torch import nn
 
+from tssc_py import memory
 from tssc_py.errors import TsscError
 from tssc_py.stage1 import DEVICES
 
@@ -24,3 +27,27 @@ def resolve_device(device: str) -> torch.device:
 def autocast(device: torch.device) -> AbstractContextManager:
     """bf16 autocast on CUDA (tensor cores, no loss scaling needed); a no-op on the CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def check_network_fits(build: Callable[[], nn.Module], copies: int, why: str, what: str) -> None:
+    """Refuse a network whose float32 weights, ``copies`` times over, cannot fit in this
+    machine's memory. ``build`` runs on the meta device: nothing is allocated.
+
+    Args:
+        build: Makes the network.
+        copies: Copies of the weights the caller holds at once.
+        why: What they are, for the message (e.g. "built, then loaded").
+        what: The network, starting a sentence.
+
+    Raises:
+        TsscError: Naming ``what``, its parameters and the estimate.
+    """
+    with torch.device("meta"):
+        net = build()
+    count = sum(p.numel() for p in net.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in net.buffers())
+    memory.check_fits(
+        copies * (4 * count + buffers),
+        f"{what} ({count / 1e6:,.1f} M parameters, {copies} copies of their float32 weights: "
+        f"{why})",
+    )

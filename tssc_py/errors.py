@@ -28,6 +28,17 @@ def is_integer(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_integer(name: str, value: object, low: int, high: int) -> None:
+    """Refuse ``value`` unless it is an integer from ``low`` to ``high``: the one message of
+    every bounded count and size.
+
+    Raises:
+        TsscError: ``"{name} must be an integer from {low} to {high}, got {value!r}"``.
+    """
+    if not is_integer(value) or not low <= int(value) <= high:
+        raise TsscError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+
+
 @contextmanager
 def about(path: str | Path) -> Iterator[None]:
     """Attach ``path`` to any :class:`TsscError` raised in the block that names no file."""

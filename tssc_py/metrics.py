@@ -33,8 +33,8 @@ import pandas as pd
 from tssc_py.atomic import OutputSet, outputs
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan
+from tssc_py.names import check_subject_id
 from tssc_py.prepare import PrepareRecord, check_model_space, known_frame_indices, load_record
-from tssc_py.samplesheet import check_subject_id
 
 if TYPE_CHECKING:
     import torch

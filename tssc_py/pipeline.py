@@ -11,13 +11,15 @@ Output layout under ``out``::
                                                       subject (evaluate mode only)
     metrics/SUBJECT.METHOD.frames.csv, .metrics.csv   evaluate mode only
     report/                                           tables, figures, report.html
-    run.json                                          the run's settings and finished subjects
+    run.json                                          the run's settings, its finished
+                                                      subjects and the files each has
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -27,14 +29,16 @@ from typing import Any
 from tqdm import tqdm
 
 from tssc_py import __version__
-from tssc_py.atomic import atomic_path, check_folder, outputs
+from tssc_py.atomic import atomic_path, check_folder, outputs, remove_leftovers
 from tssc_py.errors import TsscError, about, differences
-from tssc_py.io import read_scan, scan_shape, scan_suffix, write_scan
+from tssc_py.io import read_scan, scan_digest, scan_files, scan_shape, scan_suffix, write_scan
 from tssc_py.methods import Method, fill_chunk, get_method, method_names
 from tssc_py.methods.base import RUNTIME_OPTIONS, method_class, option_defaults
 from tssc_py.metrics import check_scored_shape, check_ssim_shape, write_subject_metrics
+from tssc_py.names import inside
 from tssc_py.prepare import (
     PrepareConfig,
+    check_memory,
     frame_positions,
     prepare_scan,
     restore_scan,
@@ -47,6 +51,7 @@ from tssc_py.report import (
     RUN_STATE,
     check_label,
     folder_label,
+    report_files,
     write_report,
 )
 from tssc_py.samplesheet import Subject, read_inputs
@@ -54,8 +59,6 @@ from tssc_py.signals import stop_if_terminated
 from tssc_py.slices import assemble_chunks, split_volume
 from tssc_py.stage2 import REFINED, REFINES
 from tssc_py.stage2.refine import Refiner, load_refiner
-
-"""The run's settings and the subjects it finished, in OUT: what ``--resume`` continues from."""
 
 
 def _plain(value: object) -> Any:
@@ -70,8 +73,8 @@ def _check_subjects(
     runners: Sequence[Method] = (),
 ) -> dict[str, dict[str, object]]:
     """Check every subject from its scan's header before any work: readable, 4D, the frame
-    choice, the scored volume against the SSIM window, the known frames against what each of
-    ``runners`` can fill.
+    choice, the memory its series need, the scored volume against the SSIM window, the known
+    frames against what each of ``runners`` can fill.
 
     Returns:
         Subject -> its scan (absolute) and chosen source frames, as ``run.json`` records them.
@@ -86,6 +89,7 @@ def _check_subjects(
         with about(subject.scan):
             try:
                 frames = select_frames(shape[3], chosen)
+                check_memory(chosen, shape)
                 n_frames, known, _ = frame_positions(len(frames), chosen)
                 for runner in runners:
                     runner.check_known(known, n_frames)
@@ -96,6 +100,103 @@ def _check_subjects(
                 check_ssim_shape((chosen.size, chosen.size, min(shape[2], chosen.depth)), ssim_mode)
         entries[subject.subject] = {"scan": str(subject.scan.resolve()), "frames": frames}
     return entries
+
+
+def run_folders() -> list[str]:
+    """The folders of a run folder that a run writes (and ``--overwrite`` may empty)."""
+    return [PREPARED, *method_names(), REFINED, "metrics", FILLED, "report"]
+
+
+def _check_inputs_outside(out: Path, subjects: Sequence[Subject]) -> None:
+    """Refuse scans that lie where the run writes: an output (or ``--overwrite``) could
+    replace one.
+
+    Raises:
+        TsscError: Naming the first such scan.
+    """
+    folders = [(out / name).resolve() for name in run_folders()]
+    for subject in subjects:
+        for file in scan_files(subject.scan):
+            where = next((f for f in folders if file.resolve().is_relative_to(f)), None)
+            if where is not None:
+                raise TsscError(
+                    f"subject {subject.subject!r}: the scan lies in {where}, where the run "
+                    "writes its outputs: move it out of the output folder",
+                    file,
+                )
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The run state in ``path``, its recorded files checked to lie inside the run folder.
+
+    Raises:
+        TsscError: If it is not a run state of this tssc version, or names a file outside the
+            folder.
+    """
+    try:
+        state = json.loads(path.read_text())
+        keys = ("done", "subjects", "scan_sha256", "settings")
+        done, recorded, digests, _ = (state[key] for key in keys)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TsscError(
+            f"not a run state of this tssc version ({type(exc).__name__}: {exc}); move it, "
+            "or run into another folder",
+            path,
+        ) from None
+    if not all(isinstance(v, dict) for v in (done, recorded, digests)) or not all(
+        isinstance(files, list) and all(isinstance(f, str) for f in files)
+        for files in done.values()
+    ):
+        raise TsscError("a run state of another tssc version (start again with --overwrite)", path)
+    folders = run_folders()
+    for files in done.values():
+        for name in files:
+            inside(path.parent, name, path)
+            if name.split("/")[0] not in folders:
+                raise TsscError(f"names {name!r}, which is not in a folder a run writes", path)
+    return state
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Everything but folders under ``folder`` (links not followed), sorted."""
+    return sorted(
+        Path(root, name)
+        for root, dirs, files in os.walk(folder)
+        for name in [*files, *(d for d in dirs if Path(root, d).is_symlink())]
+    )
+
+
+def _remove_earlier_run(out: Path) -> None:
+    """Remove what an earlier run wrote in ``out``: the files its ``run.json`` lists and those
+    its report page lists, then the folders that held them where that leaves them empty.
+
+    Raises:
+        TsscError: Before removing anything, if a folder a run writes holds files that no
+            record of ``out`` lists (the user's own: they are never removed).
+    """
+    state_path = out / RUN_STATE
+    recorded = set(report_files(out / "report"))
+    if state_path.exists():
+        state = _read_state(state_path)
+        recorded |= {out / name for files in state["done"].values() for name in files}
+    foreign = [
+        path for name in run_folders() for path in _files_under(out / name) if path not in recorded
+    ]
+    if foreign:
+        listed = ", ".join(str(p.relative_to(out)) for p in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise TsscError(
+            f"holds files no earlier run wrote: {listed}{more}. --overwrite removes only what "
+            "an earlier run wrote: move them, or run into another folder",
+            out,
+        )
+    for path in recorded:
+        path.unlink(missing_ok=True)
+    # The folders that held them, deepest first, where that leaves them empty.
+    held = {f for path in recorded for f in path.parents if f != out and f.is_relative_to(out)}
+    for folder in sorted(held, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty
+            folder.rmdir()
 
 
 def _holds_results(out: Path) -> bool:
@@ -144,14 +245,16 @@ def _resumed(
     settings: dict[str, Any],
     entries: dict[str, dict[str, object]],
     keep_filled: str | None,
-) -> dict[str, list[str]]:
-    """The subjects an earlier run in ``path.parent`` finished with these ``settings``, each
-    with the files it wrote (relative to the run folder).
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The state of an earlier run in ``path.parent`` with these ``settings``, and the
+    subjects it finished that must run again, each with the reason.
 
-    A subject counts as finished when ``run.json`` lists it and every file it wrote is still
-    there (a deleted result is made again), and, for ``keep_filled`` (the figure subject of an
-    evaluate run), when its model-space series were kept. The input may gain subjects and
-    change their order.
+    A subject counts as finished when ``run.json`` lists it, its scan's content is what it was
+    run from (a scan replaced in place runs again), every file it wrote is still there (a
+    deleted result is made again), and, for ``keep_filled`` (the figure subject of an
+    evaluate run), its model-space series were kept. The input may gain subjects and change
+    their order.
+
 
     Raises:
         TsscError: If there is no ``run.json``, or it records other settings, or a finished
@@ -159,13 +262,8 @@ def _resumed(
     """
     if not path.is_file():
         raise TsscError("nothing to resume: no run.json (start the run without --resume)", path)
-    try:
-        state = json.loads(path.read_text())
-        before, done, recorded = state["settings"], state["done"], state["subjects"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TsscError(f"unreadable run state ({exc})", path) from None
-    if not isinstance(done, dict) or not isinstance(recorded, dict):
-        raise TsscError("a run state of another tssc version (start again with --overwrite)", path)
+    state = _read_state(path)
+    before, done, recorded = state["settings"], state["done"], state["subjects"]
     changed = differences(_with_later_options(before, settings), settings)
     if changed:
         raise TsscError(
@@ -189,12 +287,15 @@ def _resumed(
                 path,
             )
     out = path.parent
-    return {
-        subject: files
-        for subject, files in done.items()
-        if all((out / name).is_file() for name in files)
-        and (subject != keep_filled or any(name.startswith(f"{FILLED}/") for name in files))
-    }
+    again = {}
+    for subject, files in done.items():
+        if state["scan_sha256"].get(subject) != scan_digest(str(entries[subject]["scan"])):
+            again[subject] = "its scan changed since it was run"
+        elif not all((out / name).is_file() for name in files):
+            again[subject] = "some of its outputs are missing"
+        elif subject == keep_filled and not any(name.startswith(f"{FILLED}/") for name in files):
+            again[subject] = "its model-space series (the figures') were not kept"
+    return state, again
 
 
 def _subject_config(config: PrepareConfig, subject: Subject) -> PrepareConfig:
@@ -340,6 +441,9 @@ def run_cohort(
     settings = _plain(
         {
             "methods": {runner.name: runner.settings() for runner in runners},
+            "weights_sha256": {
+                runner.name: runner.weights_sha256 for runner in runners if runner.weights_sha256
+            },
             "refine": None if refiner is None else refiner.settings(),
             "prepare": {k: v for k, v in config.to_dict().items() if k not in chosen},
             "chunk_size": chunk_size,
@@ -351,28 +455,42 @@ def run_cohort(
     if figure_subject is None:
         figure_subject = subjects[0].subject
     entries = _check_subjects(subjects, config, ssim_mode, runners)
+    _check_inputs_outside(out, subjects)
     keep_filled = figure_subject if config.mode == "evaluate" else None
     state_path = out / RUN_STATE
-    done: dict[str, list[str]] = {}
-    if resume:
-        done = _resumed(state_path, settings, entries, keep_filled)
-    elif check_folder(out).exists() and _holds_results(out) and not overwrite:
-        raise TsscError(
-            "output folder is not empty (use --resume to continue the run in it, "
-            "--overwrite to replace its outputs)",
-            out,
-        )
-    if overwrite:
-        # A run's outputs describe one run: a rerun with fewer methods or subjects must not
-        # leave what an earlier run made there.
-        for name in ("metrics", FILLED, "report", PREPARED, *method_names(), REFINED):
-            shutil.rmtree(out / name, ignore_errors=True)
-    state = {
+    state: dict[str, Any] = {
         "tssc_version": __version__,
         "settings": settings,
         "subjects": entries,
-        "done": done,
+        "done": {},
+        "scan_sha256": {},
     }
+    # What a killed earlier run left half-written (its run.json, its outputs).
+    remove_leftovers(out)
+    for name in run_folders():
+        for root, _, _ in os.walk(out / name):
+            remove_leftovers(Path(root))
+    again: dict[str, str] = {}
+    if resume:
+        before, again = _resumed(state_path, settings, entries, keep_filled)
+        # What the subjects that run again wrote (a deleted result's other files, an older
+        # scan's results) goes: it may differ from what they write now.
+        for subject_id in again:
+            for name in before["done"].pop(subject_id):
+                (out / name).unlink(missing_ok=True)
+        state["done"] = before["done"]
+        state["scan_sha256"] = {k: before["scan_sha256"][k] for k in state["done"]}
+    elif check_folder(out).exists() and _holds_results(out):
+        if not overwrite:
+            raise TsscError(
+                "output folder is not empty (use --resume to continue the run in it, "
+                "--overwrite to replace its outputs)",
+                out,
+            )
+        # A run's outputs describe one run: a rerun with fewer methods or subjects must not
+        # leave what an earlier run made there.
+        _remove_earlier_run(out)
+    done: dict[str, list[str]] = state["done"]
     _write_state(state_path, state)
     written: list[Path] = []
     with tqdm(
@@ -388,10 +506,13 @@ def run_cohort(
             progress.write(
                 f"resuming: {len(done)} of {len(subjects)} subjects already done", file=sys.stderr
             )
+        for subject_id, reason in again.items():
+            progress.write(f"{subject_id}: {reason}; running it again", file=sys.stderr)
         for subject in subjects:
             if subject.subject in done:
                 continue
             stop_if_terminated()
+            digest = scan_digest(subject.scan)
             made = run_subject(
                 subject,
                 out,
@@ -406,6 +527,7 @@ def run_cohort(
             )
             written += made
             done[subject.subject] = [p.relative_to(out).as_posix() for p in made]
+            state["scan_sha256"][subject.subject] = digest
             _write_state(state_path, state)
     if resume and keep_filled is not None:
         # The figure subject may have changed (a reordered sheet): one subject's series stay.

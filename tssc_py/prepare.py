@@ -28,14 +28,23 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from tssc_py import __version__
+from tssc_py import __version__, memory
 from tssc_py.atomic import outputs
-from tssc_py.errors import TsscError, about, is_integer
+from tssc_py.errors import TsscError, about, check_integer, is_integer
 from tssc_py.io import ItkGeometry, Scan, check_scan, default_subject, read_scan, write_scan
-from tssc_py.samplesheet import check_subject_id
+from tssc_py.names import check_subject_id
 
 MODES = ("evaluate", "upsample")
 RECORD_VERSION = 1
+
+# Upper bounds far above any real use: a typo (a zero too many) is refused at once instead of
+# sizing an allocation. Their product can still be too large: check_memory bounds it.
+MAX_SIZE = 4096
+"""Largest in-plane size: 16x the default and 4x the finest matrices scanners acquire (1024)."""
+MAX_DEPTH = 1024
+"""Most slices: 32x the default; 3D acquisitions have at most a few hundred."""
+MAX_FRAMES_BETWEEN = 1000
+"""Most new frames between two acquired ones: 100x the default of 10."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,12 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise TsscError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
-        if self.size < 1 or self.depth < 1:
-            raise TsscError("size and depth must be positive")
-        if self.frames_between < 1:
-            raise TsscError("frames_between must be at least 1")
+        for name, limit in (
+            ("size", MAX_SIZE),
+            ("depth", MAX_DEPTH),
+            ("frames_between", MAX_FRAMES_BETWEEN),
+        ):
+            check_integer(name, getattr(self, name), 1, limit)
         if not 0 <= self.low_percentile < self.high_percentile <= 100:
             raise TsscError("percentiles must satisfy 0 <= low < high <= 100")
         minimum = 3 if self.mode == "evaluate" else 2
@@ -136,6 +147,24 @@ class PrepareRecord:
     version: int = RECORD_VERSION
     tssc_version: str = field(default=__version__)
 
+    def __post_init__(self) -> None:
+        # The id names every file made from the record (chunks, scores, caches).
+        check_subject_id(self.subject, what="the record's subject id")
+        # The frames and the scan's shape size what restoring allocates (checked against
+        # memory there): the frames must be what preparing a scan of that shape with the
+        # record's options gives.
+        config = PrepareConfig(**self.config)
+        if len(self.original_shape) != 4 or not all(is_integer(n) for n in self.original_shape):
+            raise TsscError(f"the record's original_shape {self.original_shape} is not 4 counts")
+        chosen = select_frames(self.original_shape[3], config)
+        positions = frame_positions(len(chosen), config)
+        made = (self.source_frames, self.n_frames, self.known_frames, self.prepared_frames)
+        if made != (chosen, *positions):
+            raise TsscError(
+                "the record's frames are not what its options give a scan of its shape "
+                "(an edited record?)"
+            )
+
     @property
     def scan_slices(self) -> slice:
         """The model-space slices that hold the scan's own slices (the others are padding)."""
@@ -191,8 +220,8 @@ def load_record(path: str | Path) -> PrepareRecord:
             path,
         )
     try:
-        record = PrepareRecord(**data)
-        PrepareConfig(**record.config)
+        with about(path):
+            record = PrepareRecord(**data)
     except TypeError as exc:
         raise TsscError(f"malformed preparation record ({exc})", path) from None
     return record
@@ -391,6 +420,33 @@ def frame_positions(n_chosen: int, config: PrepareConfig) -> tuple[int, list[int
     return (n_chosen - 1) * step + 1, known, known
 
 
+def check_memory(config: PrepareConfig, shape: Sequence[int]) -> None:
+    """Refuse, before any work, a preparation of a scan of ``shape`` (x, y, z, t) whose filled
+    series cannot fit in this machine's memory.
+
+    The estimate is the least a run holds at once: the filled series in model space
+    (``size x size x depth x n_frames``, ``n_frames`` growing with ``frames_between`` in
+    upsample mode) and as many frames on the scan's grid (restored), float32 each.
+
+    Raises:
+        TsscError: For a frame choice the scan does not allow (see :func:`select_frames`), or an
+            estimate beyond physical memory, naming it and the options that drive it.
+    """
+    chosen = select_frames(int(shape[3]), config)
+    n_frames = frame_positions(len(chosen), config)[0]
+    nx, ny, nz = (int(v) for v in shape[:3])
+    size, depth = config.size, config.depth
+    needed = 4 * n_frames * (size * size * depth + nx * ny * nz)
+    drivers = f"--size {size}, --depth {depth}"
+    if config.mode == "upsample":
+        drivers += f", {len(chosen)} chosen frames and --frames-between {config.frames_between}"
+    memory.check_fits(
+        needed,
+        f"the filled series ({n_frames} frames of {size}x{size}x{depth} for {drivers}; as many "
+        f"on the scan's {nx}x{ny}x{nz} grid)",
+    )
+
+
 def _affine_list(matrix: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in row] for row in matrix]
 
@@ -417,6 +473,7 @@ def prepare_scan(
     """
     check_subject_id(subject)
     check_scan(scan, source or f"subject {subject}")
+    check_memory(config, scan.data.shape)
     chosen = select_frames(scan.data.shape[3], config)
     series = np.empty((*scan.data.shape[:3], len(chosen)), dtype=np.float32, order="F")
     for i, t in enumerate(chosen):
@@ -521,9 +578,11 @@ def restore_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:
 
     Raises:
         TsscError: if the volume does not have the prepared shape or holds NaN or infinite
-            values (which no output type can carry: an integer type would get arbitrary ones).
+            values (which no output type can carry: an integer type would get arbitrary ones),
+            or the restored series would not fit in memory.
     """
     check_model_space(volume.shape, record)
+    check_memory(PrepareConfig(**record.config), record.original_shape)
     bad = int(np.count_nonzero(~np.isfinite(volume)))
     if bad:
         raise TsscError(f"contains {bad} NaN or infinite value(s) (subject {record.subject})")
@@ -630,11 +689,30 @@ def prepare_file(
     return out, json_path
 
 
+def check_filled_values(data: np.ndarray, record: PrepareRecord) -> None:
+    """Refuse a series whose known frames are not model-space values (floating point in
+    [0, 1], as preparation leaves them and every method keeps them): a raw scan of the same
+    grid would pass every shape and geometry check and restore to saturated intensities.
+
+    Raises:
+        TsscError: Naming the range found.
+    """
+    known = data[..., record.known_frames]
+    low, high = float(known.min()), float(known.max())
+    if not np.issubdtype(data.dtype, np.floating) or low < 0 or high > 1:
+        raise TsscError(
+            f"its known frames hold {data.dtype} values from {low:g} to {high:g}, not the "
+            f"prepared [0, 1] (subject {record.subject}): not a filled model-space series "
+            "(a raw scan?)"
+        )
+
+
 def restore_file(filled: Path, record: Path, out: Path, overwrite: bool = False) -> Path:
     """Restore a filled prepared-space series to the source geometry and write it to ``out``."""
     rec = load_record(record)
     scan = read_scan(filled)
     with about(filled):
         check_model_space(scan.data.shape, rec, affine=scan.affine)
+        check_filled_values(scan.data, rec)
         restored = restore_scan(scan.data, rec)
     return write_scan(restored, out, overwrite)

@@ -30,6 +30,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,8 @@ from tssc_py.metrics import (
     SSIM_MODES,
     SUMMARY_COLUMNS,
 )
+from tssc_py.names import check_subject_id, inside
 from tssc_py.prepare import load_record
-from tssc_py.samplesheet import check_subject_id
 from tssc_py.stage2 import REFINED, REFINES
 
 PATTERN = "*.frames.csv"
@@ -58,6 +59,9 @@ FILLED = "filled"
 """Folder of a run holding ``METHOD/SUBJECT.nii.gz``, filled series in model space."""
 RUN_STATE = "run.json"
 """A run's settings and finished subjects (:func:`tssc_py.pipeline.run_cohort`)."""
+REPORT_PAGE = "report.html"
+FILES_META = "tssc-files"
+"""The name of the report page's meta element listing the files of the report."""
 EXAMPLE_FRAMES = 6
 OPTIONAL_TABLES = ("paired.csv", "ablation.csv")
 """Tables written only when they have rows (an earlier report's are removed on overwrite)."""
@@ -785,6 +789,10 @@ def render_html(
 ) -> str:
     """A self-contained page: tables as HTML, figures embedded as base64 PNG.
 
+    The page's ``tssc-files`` meta element lists the files written with it (tables, figures,
+    the page), so that a later report in the folder knows what it may replace
+    (:func:`report_files`).
+
     Args:
         tables: ``(title, file name, table)`` per table, in page order.
         figures: ``(file name, PNG bytes)`` per figure, in page order.
@@ -794,8 +802,10 @@ def render_html(
     """
     lower = ", ".join(m for m in METRICS if m in LOWER_IS_BETTER)
     higher = ", ".join(m for m in METRICS if m not in LOWER_IS_BETTER)
+    files = [*(name for _, name, _ in tables), *(name for name, _ in figures), REPORT_PAGE]
     parts = [
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">',
+        f'<meta name="{FILES_META}" content="{html.escape(" ".join(files))}">',
         f"<title>tssc report</title>\n<style>{STYLE}</style>\n</head>\n<body>",
         "<h1>tssc report</h1>",
         f"<p>Lower is better (↓) for {html.escape(lower)}; higher is better (↑) for "
@@ -820,6 +830,37 @@ def render_html(
         ]
     parts.append("</body>\n</html>\n")
     return "\n".join(parts)
+
+
+class _FilesMeta(HTMLParser):
+    """Reads the ``tssc-files`` meta element of a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "meta" and values.get("name") == FILES_META and self.files is None:
+            self.files = (values.get("content") or "").split()
+
+
+def report_files(folder: str | Path) -> list[Path]:
+    """The files an earlier report in ``folder`` wrote, as its ``report.html`` lists them:
+    none without a page, or with a page that is not a tssc report's.
+
+    Raises:
+        TsscError: If the page lists a file outside ``folder``.
+    """
+    folder = Path(folder)
+    page = folder / REPORT_PAGE
+    if not page.is_file():
+        return []
+    reader = _FilesMeta()
+    # The meta element is in the head: the first block holds it.
+    with page.open(encoding="utf-8", errors="replace") as handle:
+        reader.feed(handle.read(1 << 16))
+    return [inside(folder, name, page) for name in reader.files or []]
 
 
 def write_report(
@@ -882,6 +923,9 @@ def write_report(
     if figure_subject is not None and len(figures) == 1:
         raise TsscError(f"no dataset has a filled series of the figure subject {figure_subject!r}")
     written = []
+    # What an earlier report wrote and this one does not (an ablation, another dataset's
+    # figures) would pass for part of this one: read before the page listing it is replaced.
+    earlier = report_files(out) if overwrite else []
     with outputs(overwrite) as group:
         for _, name, table in tables:
             written.append(out / name)
@@ -889,17 +933,9 @@ def write_report(
         for name, png in figures:
             written.append(out / name)
             group.path(written[-1]).write_bytes(png)
-        written.append(out / "report.html")
+        written.append(out / REPORT_PAGE)
         page = render_html(tables, figures, subject_notes(cohort), frame_notes(frames))
         group.path(written[-1]).write_text(page, encoding="utf-8")
-    if overwrite:
-        # What an earlier report wrote and this one does not (an ablation, another dataset's
-        # figures) would pass for part of this one.
-        earlier = [
-            *(out / name for name in OPTIONAL_TABLES),
-            *out.glob("examples.*.png"),
-            *out.glob("errors.*.png"),
-        ]
-        for stale in set(earlier) - set(written):
-            stale.unlink(missing_ok=True)
+    for stale in set(earlier) - set(written):
+        stale.unlink(missing_ok=True)
     return written

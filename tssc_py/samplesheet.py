@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import csv
 import glob
-import re
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from tssc_py.errors import TsscError
 from tssc_py.io import default_subject
+from tssc_py.names import check_subject_id
 
-SUBJECT_ID = re.compile(r"[A-Za-z0-9._-]+")
 REQUIRED_COLUMNS = ("subject", "scan")
 OPTIONAL_COLUMNS = ("start_frame", "end_frame")
+SHEET_MAX_BYTES = 64 << 20
+"""Largest samplesheet read (about half a million rows of long paths): a bigger file is not
+one, and would be read into memory whole."""
 
 
 @dataclass(frozen=True)
@@ -31,19 +34,6 @@ class Subject:
     end_frame: int | None = None
 
 
-def check_subject_id(
-    subject: str, where: str | Path | None = None, what: str = "subject id"
-) -> str:
-    """Return ``subject`` if it is a safe id (it names files), else raise TsscError naming
-    ``where``; ``what`` says what the id is (a subject id, a method name...)."""
-    if not SUBJECT_ID.fullmatch(subject) or subject in (".", ".."):
-        raise TsscError(
-            f"{what} {subject!r} has characters other than letters, digits, '.', '_', '-'",
-            where,
-        )
-    return subject
-
-
 def _optional_int(value: str | None, column: str, sheet: Path, line: int) -> int | None:
     if value is None or value.strip() == "":
         return None
@@ -53,18 +43,40 @@ def _optional_int(value: str | None, column: str, sheet: Path, line: int) -> int
         raise TsscError(f"line {line}: {column} {value!r} is not an integer", sheet) from None
 
 
+def _sheet_text(sheet: Path) -> str:
+    """The text of a samplesheet, refused when it is missing, too large to be one, or not
+    UTF-8 text."""
+    if not sheet.is_file():
+        raise TsscError("no such file", sheet)
+    if sheet.stat().st_size > SHEET_MAX_BYTES:
+        raise TsscError(
+            f"is {sheet.stat().st_size} bytes, more than a samplesheet's {SHEET_MAX_BYTES}", sheet
+        )
+    data = sheet.read_bytes()
+    if b"\0" in data:  # no path holds one; the csv module would pass it on
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        raise TsscError(f"line {line}: holds a NUL byte: not a text file", sheet)
+    try:
+        # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark.
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TsscError(
+            f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as CSV UTF-8",
+            sheet,
+        ) from None
+
+
 def read_samplesheet(sheet: Path) -> list[Subject]:
     """Parse and validate a samplesheet CSV.
 
     Raises:
-        TsscError: for a missing file or column, an empty sheet, a bad or duplicate subject id,
-            or a non-integer frame.
+        TsscError: for a missing, oversized or non-UTF-8 file, a missing column, an empty
+            sheet, a row that is not CSV, a bad or duplicate subject id, or a non-integer frame.
     """
-    if not sheet.is_file():
-        raise TsscError("no such file", sheet)
-    # utf-8-sig: spreadsheet programs start "CSV UTF-8" files with a byte-order mark.
-    with sheet.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    text = _sheet_text(sheet)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         columns = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
@@ -90,6 +102,9 @@ def read_samplesheet(sheet: Path) -> list[Subject]:
                     _optional_int(row.get("end_frame"), "end_frame", sheet, line),
                 )
             )
+    except csv.Error as exc:
+        # The reader counts the lines it finished: the faulty row starts on the next.
+        raise TsscError(f"line {reader.line_num + 1}: not a CSV row ({exc})", sheet) from None
     if not subjects:
         raise TsscError("samplesheet has no rows", sheet)
     return subjects

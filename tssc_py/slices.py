@@ -11,6 +11,7 @@ a method. A chunk is the unit one GPU task processes. Chunks are uncompressed
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,7 +21,8 @@ import numpy as np
 
 from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError, about
-from tssc_py.io import Scan, read_scan, write_scan
+from tssc_py.io import GZIP_MAX_RATIO, Scan, max_scan_bytes, read_scan, write_scan
+from tssc_py.names import check_subject_id
 from tssc_py.prepare import PrepareRecord, check_model_space, load_record
 
 CHUNK_VERSION = 1
@@ -45,6 +47,12 @@ class ChunkInfo:
     n_frames: int
     known_frames: tuple[int, ...]
     method: str | None = None
+
+    def __post_init__(self) -> None:
+        # Both name files (chunk names, score tables) wherever a chunk header is read.
+        check_subject_id(self.subject, what="the chunk's subject id")
+        if self.method is not None:
+            check_subject_id(self.method, what="the chunk's method name")
 
 
 @dataclass
@@ -127,6 +135,42 @@ def save_chunk(chunk: Chunk, path: Path) -> None:
         np.savez(handle, stack=chunk.stack, header=np.array(header))
 
 
+_NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _check_claims(path: Path) -> None:
+    """Refuse an archive whose arrays claim more bytes than its members hold or than a scan may
+    have here (:func:`~tssc_py.io.max_scan_bytes`): NumPy allocates what an array's header
+    claims before reading it.
+
+    Raises:
+        TsscError: Naming the member.
+        ValueError: For a member that is not a NumPy array.
+    """
+    limit = max_scan_bytes()
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            if member.file_size > min(limit, GZIP_MAX_RATIO * max(member.compress_size, 1)):
+                raise TsscError(
+                    f"not a tssc chunk (member {member.filename} claims "
+                    f"{member.file_size:,} bytes)",
+                    path,
+                )
+            with archive.open(member) as stream:
+                read_header = _NPY_HEADERS.get(np.lib.format.read_magic(stream))
+                if read_header is None:
+                    raise ValueError(f"member {member.filename} has an unknown format version")
+                shape, _, dtype = read_header(stream)
+            if math.prod(shape) * dtype.itemsize > member.file_size:
+                raise TsscError(
+                    f"not a tssc chunk (array {member.filename} claims more data than it holds)",
+                    path,
+                )
+
+
 def load_chunk(path: str | Path) -> Chunk:
     """Read a chunk written by :func:`save_chunk`.
 
@@ -139,13 +183,15 @@ def load_chunk(path: str | Path) -> Chunk:
     if not zipfile.is_zipfile(path):
         raise TsscError("not a tssc chunk (not an .npz archive)", path)
     try:
+        _check_claims(path)
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             stack = data["stack"]
         if header.pop("version") != CHUNK_VERSION:
             raise ValueError("unknown chunk version")
         header["known_frames"] = tuple(header["known_frames"])
-        info = ChunkInfo(**header)
+        with about(path):
+            info = ChunkInfo(**header)
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
         raise TsscError(f"not a tssc chunk ({exc})", path) from None
     if stack.ndim != 4 or stack.shape[1] != info.n_frames:
@@ -174,10 +220,21 @@ def split_file(
         for chunk, path in zip(chunks, paths, strict=True):
             save_chunk(chunk, group.path(path))
     if overwrite:
-        # An earlier split into more chunks would leave its last ones for SUBJECT.chunk*.npz.
+        # An earlier split into more chunks would leave its last ones for SUBJECT.chunk*.npz:
+        # those that are that subject's unfilled chunks (tssc-split's) go.
         for stale in set(out.glob(f"{rec.subject}.chunk[0-9][0-9][0-9].npz")) - set(paths):
-            stale.unlink()
+            if _split_chunk_of(stale, rec.subject):
+                stale.unlink()
     return paths
+
+
+def _split_chunk_of(path: Path, subject: str) -> bool:
+    """Whether ``path`` is an unfilled chunk of ``subject`` (what tssc-split writes)."""
+    try:
+        info = load_chunk(path).info
+    except TsscError:
+        return False
+    return info.subject == subject and info.method is None
 
 
 def filled_scan(volume: np.ndarray, record: PrepareRecord) -> Scan:

@@ -32,11 +32,26 @@ from typing import overload
 
 import numpy as np
 
+from tssc_py import memory
 from tssc_py.atomic import outputs
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, check_integer, is_integer
 from tssc_py.io import Scan, write_scan
 
 KINDS: tuple[str, ...] = ("cardiac", "knee")
+
+LIMITS: dict[str, tuple[int, int]] = {
+    "subjects": (1, 10_000),
+    "size": (16, 2048),
+    "depth": (1, 1024),
+    "frames": (2, 1000),
+}
+"""Smallest and largest of each size argument. The maxima lie far above any demo or test
+cohort (and the matrices of real scans: up to 1024 in-plane, a few hundred slices or frames):
+a typo is refused at once; their product is checked against memory before drawing."""
+
+SCRATCH_VOLUMES = 32
+"""Float32 volumes (one frame each) a scene's drawing holds at once besides the series (at
+most 29 measured, for the knee)."""
 
 F32 = np.float32
 Array = np.ndarray
@@ -722,18 +737,22 @@ def _finish(
 
 
 def _check(kind: str, size: int, depth: int, frames: int, subjects: int = 1, seed: int = 0) -> None:
-    """Refuse arguments out of range with one clear message."""
+    """Refuse arguments out of range, or a scan too large for this machine's memory, with one
+    clear message."""
     if kind not in KINDS:
         raise TsscError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-    for name, value, least in (
-        ("subjects", subjects, 1),
-        ("size", size, 16),
-        ("depth", depth, 1),
-        ("frames", frames, 2),
-        ("seed", seed, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-            raise TsscError(f"{name} must be a whole number >= {least}, got {value!r}")
+    values = {"subjects": subjects, "size": size, "depth": depth, "frames": frames}
+    for name, value in values.items():
+        check_integer(name, value, *LIMITS[name])
+    if not is_integer(seed) or seed < 0:
+        raise TsscError(f"seed must be a whole number >= 0, got {seed!r}")
+    # Subjects are drawn and written one at a time: memory does not grow with their number.
+    voxels = int(size) * int(size) * int(depth)
+    memory.check_fits(
+        voxels * (6 * int(frames) + 4 * SCRATCH_VOLUMES),
+        f"a scan of {size}x{size}x{depth} voxels and {frames} frames (--size, --depth, --frames; "
+        "one subject at a time)",
+    )
 
 
 def phantom(

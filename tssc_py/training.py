@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tssc_py.atomic import atomic_path, check_folder
+from tssc_py.atomic import atomic_path, check_folder, remove_leftovers
 from tssc_py.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -29,7 +29,7 @@ from tssc_py.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
-from tssc_py.errors import TsscError, differences
+from tssc_py.errors import TsscError, check_integer, differences
 from tssc_py.signals import STOP_NAMES, Terminated, signals_held
 
 T = TypeVar("T")
@@ -40,6 +40,11 @@ LOG_EVERY = 50
 
 AUTO_PRESET = "auto"
 """The ``preset`` value that picks the network size from the device."""
+
+
+MAX_BATCH_SIZE = 4096
+"""Most samples a training step takes: far above the defaults (4 to 8) and what fills a GPU
+(a few hundred): a typo is refused before it sizes the batches."""
 
 
 @dataclass
@@ -71,9 +76,9 @@ class RunOptions:
     trained with (on resume, not today's default)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise TsscError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps < 1:
+            raise TsscError(f"steps must be at least 1, got {self.steps}")
+        check_integer("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         for name in ("val_subjects", "val_every", "checkpoint_every", "seed"):
             if getattr(self, name) < 0:
                 raise TsscError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -157,6 +162,8 @@ class Run:
         self.rows: list[dict[str, Any]] = []
         self.saved: Checkpoint | None = None
         check_folder(self.out)
+        # What a killed earlier run left half-saved (a checkpoint folder, the log).
+        remove_leftovers(self.out)
         if resume:
             self.saved = load_checkpoint(self.checkpoint, kind)
             if "train" not in self.saved.config or not self.saved.has("training"):

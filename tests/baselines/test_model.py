@@ -9,6 +9,7 @@ import torch
 from tssc_py.baselines import MODELS
 from tssc_py.baselines.model import (
     DEFAULT_FEATURES,
+    MAX_FEATURES,
     BaselineConfig,
     Interpolator,
     blend,
@@ -93,3 +94,29 @@ def test_config_checks() -> None:
         BaselineConfig.from_dict({"model": "uvinet"})
     config = BaselineConfig("uvinet", 8, (48, 32), {"size": 48})
     assert BaselineConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_features_have_an_upper_bound(model: str) -> None:
+    assert BaselineConfig(model, MAX_FEATURES).features == MAX_FEATURES
+    step = {"transmorph": 12, "uvinet": 4}.get(model, 1)
+    for bad in (MAX_FEATURES + step, 10**12, 16.0):
+        message = rf"^{model}: features must be a multiple of {step} from .* to {MAX_FEATURES}, got"
+        with pytest.raises(TsscError, match=message):
+            BaselineConfig(model, bad)  # type: ignore[arg-type]
+
+
+def test_a_hand_edited_config_is_refused_before_allocation(tmp_path) -> None:
+    import json
+
+    from tssc_py.baselines.model import load_baseline
+    from tssc_py.checkpoint import save_checkpoint
+
+    config = BaselineConfig("voxelmorph", 4)
+    saved = {"kind": "voxelmorph", "baseline": config.to_dict()}
+    ckpt = save_checkpoint(tmp_path / "ckpt", saved, {"model": Interpolator(config).state_dict()})
+    assert isinstance(load_baseline(ckpt, "voxelmorph"), Interpolator)
+    saved["baseline"]["features"] = 10**6  # 10**13 weights a convolution
+    (ckpt / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(TsscError, match=r"ckpt/config\.json: voxelmorph: features must be a"):
+        load_baseline(ckpt, "voxelmorph")

@@ -116,6 +116,22 @@ def test_versions_and_stage_2_names_match_the_package() -> None:
     assert f"[method: '{REFINED}']" in (REPO / "workflows/inference.nf").read_text()
 
 
+def test_size_bounds_match_the_package() -> None:
+    from tssc_py import prepare, synth
+    from tssc_py.training import MAX_BATCH_SIZE
+
+    properties = _properties(PARAMS_SCHEMA)
+    expected = {
+        "size": (8, prepare.MAX_SIZE),
+        "depth": (1, prepare.MAX_DEPTH),
+        "frames_between": (1, prepare.MAX_FRAMES_BETWEEN),
+        **{f"synth_{name}": limits for name, limits in synth.LIMITS.items()},
+        **{f"train_{s}_batch_size": (1, MAX_BATCH_SIZE) for s in ("stage1", "stage2", "baseline")},
+    }
+    got = {k: (properties[k]["minimum"], properties[k].get("maximum")) for k in expected}
+    assert got == expected
+
+
 def test_the_test_samplesheet_is_valid_for_both() -> None:
     NfSchemaValidator(INPUT_SCHEMA).validate(sheet_rows(TEST_SHEET))
     subjects = read_samplesheet(TEST_SHEET)
@@ -128,6 +144,9 @@ BAD_SHEETS = {
     "subject with a space": "subject,scan\nsub 1,a.nii.gz\n",
     "subject with a quote": "subject,scan\nsub'1,a.nii.gz\n",
     "subject ..": "subject,scan\n..,a.nii.gz\n",
+    "hidden subject": "subject,scan\n.s1,a.nii.gz\n",
+    "subject like an option": "subject,scan\n-s1,a.nii.gz\n",
+    "subject too long": f"subject,scan\n{'s' * 101},a.nii.gz\n",
     "empty subject": "subject,scan\n,a.nii.gz\n",
     "empty scan": "subject,scan\ns1,\n",
     "duplicate subject": "subject,scan\ns1,a.nii.gz\ns1,b.nii.gz\n",
@@ -168,6 +187,7 @@ def _refused(name: str, value: object) -> bool:
 
 
 LABELS = ["cohort_A", "acdc-2017.v2", "x", ".", "..", "a b", "a/b", "a'b", "", "données", "a;b"]
+LABELS += [".hidden", "-x", "_x", "x" * 100, "x" * 101]
 
 
 @pytest.mark.parametrize("label", LABELS)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tssc_py.errors import TsscError
-from tssc_py.stage1.diffusion import Diffusion, ScheduleConfig
+from tssc_py.stage1.diffusion import MAX_SCHEDULE_STEPS, Diffusion, ScheduleConfig
 
 PREDICTIONS = ["epsilon", "v", "x0"]
 
@@ -68,6 +68,17 @@ def test_schedule_endpoints_and_monotonic() -> None:
 def test_config_validation(kwargs: dict) -> None:
     with pytest.raises(TsscError):
         ScheduleConfig(**kwargs)
+
+
+def test_schedule_length_has_an_upper_bound() -> None:
+    assert ScheduleConfig(steps=MAX_SCHEDULE_STEPS).steps == MAX_SCHEDULE_STEPS
+    # 10**12 steps would be 8 TB of float64 schedule per tensor, allocated at load.
+    for steps in (MAX_SCHEDULE_STEPS + 1, 10**12):
+        message = (
+            rf"^schedule steps must be an integer from 1 to {MAX_SCHEDULE_STEPS}, got {steps}$"
+        )
+        with pytest.raises(TsscError, match=message):
+            ScheduleConfig.from_dict({**ScheduleConfig().to_dict(), "steps": steps})
 
 
 def test_config_round_trip() -> None:

@@ -251,3 +251,63 @@ def test_load_stage1_refuses_weights_of_another_shape(checkpoint: Path, tmp_path
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(TsscError, match="weights do not fit the model config"):
         load_stage1(copy)
+
+
+def _edited(checkpoint: Path, folder: Path, **changes: dict) -> Path:
+    """A copy of ``checkpoint`` whose config.json has ``changes`` merged into its sections."""
+    import json
+    import shutil
+
+    shutil.copytree(checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    for section, values in changes.items():
+        config["stage1"][section].update(values)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_sizes_in_a_hand_edited_config_are_refused_before_allocation(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    # 10**12 steps: 8 TB per schedule tensor; a width of 10**6: 10**12 parameters a layer.
+    for name, changes, message in (
+        ("steps", {"schedule": {"steps": 10**12}}, "schedule steps must be an integer from 1 to"),
+        ("hidden", {"model": {"hidden": 10**6}}, "DiT hidden must be an integer from 4 to"),
+    ):
+        edited = _edited(checkpoint, tmp_path / name, **changes)
+        with pytest.raises(TsscError, match=rf"{name}/config\.json: {message}"):
+            load_stage1(edited)
+
+
+def test_a_network_beyond_memory_is_refused_before_it_is_built(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tssc_py.stage1.model import VideoDiT
+
+    monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: 10**6)
+
+    def counted_only(config: DiTConfig) -> VideoDiT:
+        assert torch.empty(0).device.type == "meta", "built before the memory check"
+        return VideoDiT(config)
+
+    monkeypatch.setattr("tssc_py.stage1.interpolator.VideoDiT", counted_only)
+    message = (
+        r"config\.json: the network it describes \(0\.\d+ M parameters, 2 copies of their "
+        r"float32 weights: built, then loaded\) needs about 0\.\d+ GB of memory, more than "
+        r"this machine's 0.001 GB$"
+    )
+    with pytest.raises(TsscError, match=message):
+        load_stage1(checkpoint)
+
+
+def test_cli_names_the_hand_edited_config(checkpoint: Path, tmp_path: Path) -> None:
+    from tests.conftest import assert_one_line_error, run_cli
+
+    edited = _edited(checkpoint, tmp_path / "ckpt", schedule={"steps": 10**12})
+    proc = run_cli(
+        "tssc-interpolate", "--chunk", tmp_path / "c.npz", "--method", "diffusion",
+        "--checkpoint", edited, "--out", tmp_path / "o.npz", check=False,
+    )  # fmt: skip
+    assert_one_line_error(
+        proc, "ckpt/config.json: schedule steps must be an integer from 1 to 100000, got 10000"
+    )

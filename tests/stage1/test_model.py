@@ -9,6 +9,8 @@ import torch
 
 from tssc_py.errors import TsscError
 from tssc_py.stage1.model import (
+    DIT_LIMITS,
+    MAX_MLP_RATIO,
     PRESETS,
     SHORT_ATTENTION,
     DiTConfig,
@@ -197,6 +199,24 @@ def test_config_round_trip() -> None:
         DiTConfig.from_dict({"hidden": 64, "extra": 1})
     with pytest.raises(TsscError):
         DiTConfig(hidden=64, heads=3)
+
+
+@pytest.mark.parametrize("name", sorted(DIT_LIMITS))
+def test_config_sizes_have_bounds(name: str) -> None:
+    low, high = DIT_LIMITS[name]
+    assert getattr(DiTConfig(**{"heads": 1, name: high}), name) == high
+    for bad in (low - 1, high + 1, 10**12, 8.0):
+        message = rf"^DiT {name} must be an integer from {low} to {high}, got {bad!r}$"
+        with pytest.raises(TsscError, match=message):
+            DiTConfig(**{name: bad})
+
+
+def test_mlp_ratio_has_bounds() -> None:
+    assert DiTConfig(mlp_ratio=MAX_MLP_RATIO).mlp_ratio == MAX_MLP_RATIO
+    for bad in (0.0, MAX_MLP_RATIO + 1, 1e12, "4"):
+        message = rf"^DiT mlp_ratio must be a number above 0 and at most {MAX_MLP_RATIO:g}, got"
+        with pytest.raises(TsscError, match=message):
+            DiTConfig(mlp_ratio=bad)  # type: ignore[arg-type]
 
 
 def test_eval_is_deterministic() -> None:

@@ -15,7 +15,7 @@ from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.stage1.train import LOG_COLUMNS, TrainConfig, learning_rate, train
-from tssc_py.training import chosen_preset
+from tssc_py.training import MAX_BATCH_SIZE, chosen_preset
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -163,6 +163,27 @@ def test_config_and_device_checks() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(TsscError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_network_and_batch_sizes_have_bounds(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value, message in (
+        ("hidden", 10**5, r"^hidden must be an integer from 4 to 4096, got 100000$"),
+        ("patch_size", 65, r"^patch_size must be an integer from 1 to 64, got 65$"),
+        ("batch_size", 10**9, rf"^batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, got"),
+    ):
+        with pytest.raises(TsscError, match=message):
+            TrainConfig(**{name: value})
+    # Each size within its bound, the network beyond memory: refused before it is built.
+    monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: 10**6)
+    message = (
+        r"^the network of --preset DiT_tiny \(0\.\d+ M parameters, 5 copies of their float32 "
+        r"weights: the weights, their gradients, the EMA and AdamW's two moments\) needs about"
+    )
+    with pytest.raises(TsscError, match=message):
+        train([prepared], tmp_path / "run", tiny_train_config(), show_progress=False)
+    assert not (tmp_path / "run" / "checkpoint").exists()
 
 
 def test_no_validation_subjects(prepared: Path, tmp_path: Path) -> None:

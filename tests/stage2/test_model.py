@@ -8,6 +8,7 @@ import torch
 from tssc_py.errors import TsscError
 from tssc_py.stage2.model import (
     ORDERS,
+    REFINE_LIMITS,
     RefineConfig,
     RefineNet,
     TriDirectionalBlock,
@@ -115,3 +116,22 @@ def test_shape_checks_and_config() -> None:
     with pytest.raises(TsscError, match="use a multiple of 8"):
         build_refine("tiny", channels=99)
     assert isinstance(build_refine("base"), RefineNet)
+
+
+@pytest.mark.parametrize("name", sorted(REFINE_LIMITS))
+def test_config_sizes_have_bounds(name: str) -> None:
+    low, high = REFINE_LIMITS[name]
+    base = {"channels": 8, "down": 0}  # every width then splits into the groups
+    assert getattr(RefineConfig(**{**base, name: high}), name) == high
+    for bad in (low - 1, high + 1, 10**12, 2.0):
+        message = rf"^stage-2 {name} must be an integer from {low} to {high}, got {bad!r}$"
+        with pytest.raises(TsscError, match=message):
+            RefineConfig(**{**base, name: bad})
+
+
+def test_a_preset_config_is_made_without_building_the_network() -> None:
+    from tssc_py.stage2.model import preset_config
+
+    assert preset_config("tiny", blocks=3) == RefineConfig(channels=8, down=2, blocks=3, d_state=8)
+    with pytest.raises(TsscError, match="unknown stage-2 preset"):
+        preset_config("huge")

@@ -239,6 +239,48 @@ def test_refine_cli(prepared: Path, outputs: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "config.json: missing" in proc.stderr
 
 
+def test_sizes_in_a_hand_edited_config_are_refused_before_allocation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tssc_py.checkpoint import save_checkpoint
+
+    net = build_refine("tiny")
+    config = {"kind": "stage2", "refine": net.config.to_dict()}
+    ckpt = save_checkpoint(tmp_path / "ckpt", config, {"model": net.state_dict()})
+    edited = {**config, "refine": {**config["refine"], "channels": 10**9}}
+    (ckpt / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(TsscError, match=r"ckpt/config\.json: stage-2 channels must be an integer"):
+        load_refine(ckpt)
+    (ckpt / "config.json").write_text(json.dumps(config))
+    assert isinstance(load_refine(ckpt), torch.nn.Module)
+    monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: 10**4)
+    message = (
+        r"ckpt/config\.json: the network it describes \(0\.\d M parameters, 2 copies of their "
+        r"float32 weights: built, then loaded\) needs about"
+    )
+    with pytest.raises(TsscError, match=message):
+        load_refine(ckpt)
+
+
+def test_network_and_batch_sizes_have_bounds(
+    prepared: Path, outputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(TsscError, match=r"^channels must be an integer from 1 to 512, got 1000$"):
+        _config(channels=1000)
+    with pytest.raises(TsscError, match=r"^batch_size must be an integer from 1 to 4096, got"):
+        _config(batch_size=10**9)
+    monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: 10**4)
+    message = (
+        r"^the network of --preset tiny, --blocks 2 \(0\.\d M parameters, 4 copies of their "
+        r"float32 weights: the weights, their gradients and Adam's two moments\) needs about"
+    )
+    with pytest.raises(TsscError, match=message):
+        train(
+            [prepared], tmp_path / "run", _config(blocks=2), stage1_outputs=outputs,
+            show_progress=False,
+        )  # fmt: skip
+
+
 def test_resume_refuses_other_stage1_outputs(prepared: Path, tmp_path: Path) -> None:
     models = [
         train_stage1(

@@ -32,11 +32,16 @@ from monai.networks.nets import SwinUNETR, VoxelMorphUNet
 from torch import nn
 
 from tssc_py.baselines import MODELS
-from tssc_py.checkpoint import load_checkpoint
-from tssc_py.errors import TsscError
+from tssc_py.checkpoint import CONFIG, load_checkpoint
+from tssc_py.errors import TsscError, about, is_integer
 
 DEFAULT_FEATURES = {"voxelmorph": 16, "transmorph": 24, "uvinet": 16}
 """Width of each model's first level when not given."""
+
+MAX_FEATURES = 192
+"""Widest first level: 8x the widest default (transmorph's 24; TransMorph-L has 128). At it
+the largest network, transmorph's, has 0.4 G parameters (1.6 GB of float32 weights): bounded
+without an estimate, and a typo or a hand-edited checkpoint is refused before it is built."""
 
 NCC_WINDOW = 9
 """Side of the local NCC window (VoxelMorph's)."""
@@ -86,10 +91,12 @@ class BaselineConfig:
         if self.model not in MODELS:
             raise TsscError(f"unknown baseline {self.model!r}; use one of {', '.join(MODELS)}")
         step = {"transmorph": 12, "uvinet": 4}.get(self.model, 1)
-        if self.features < max(step, 4) or self.features % step:
+        least = max(step, 4)
+        f = self.features
+        if not is_integer(f) or not least <= int(f) <= MAX_FEATURES or int(f) % step:
             raise TsscError(
-                f"{self.model}: features must be a multiple of {step} and at least "
-                f"{max(step, 4)}, got {self.features}"
+                f"{self.model}: features must be a multiple of {step} from {least} to "
+                f"{MAX_FEATURES}, got {f!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -377,7 +384,8 @@ def load_baseline(path: str | Path, kind: str, device: str | torch.device = "cpu
     """
     ckpt = load_checkpoint(path, kind)
     with ckpt.building():
-        config = BaselineConfig.from_dict(ckpt.config.get("baseline", {}))
+        with about(ckpt.path / CONFIG):
+            config = BaselineConfig.from_dict(ckpt.config.get("baseline", {}))
         model = Interpolator(config)
     ckpt.load_into(model, "model")
     return model.to(device).eval()

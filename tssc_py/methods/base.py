@@ -6,6 +6,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -39,6 +40,8 @@ class Method(ABC):
     min_known: ClassVar[int] = 2
     options: ClassVar[tuple[str, ...]] = ()
     checkpoint_kind: ClassVar[str | None] = None
+    weights: str = "model"
+    """The checkpoint's tensor group the method runs."""
 
     def settings(self) -> dict[str, object]:
         """What decides this method's output besides its input: the value of each option
@@ -54,6 +57,16 @@ class Method(ABC):
             assert isinstance(checkpoint, str | Path)  # a method keeps its folder
             values["checkpoint"] = load_checkpoint(checkpoint, self.checkpoint_kind).config
         return values
+
+    @cached_property
+    def weights_sha256(self) -> str | None:
+        """SHA-256 of the trained weights the method runs (None: it runs none): what its
+        checkpoint's config does not tell apart (a model retrained with the same options, a
+        checkpoint replaced in place). Hashed once per method."""
+        checkpoint = getattr(self, "checkpoint", None) if "checkpoint" in self.options else None
+        if checkpoint is None:
+            return None
+        return load_checkpoint(checkpoint).digest(self.weights)
 
     def check_known(self, known: Sequence[int], n_frames: int) -> None:
         """Raise TsscError if this method cannot fill a series of ``n_frames`` frames from

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import cast
 
@@ -12,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods.base import Method, register
@@ -112,16 +110,11 @@ class Diffusion(Method):
             # A compiled Module is a Module (OptimizedModule); the stub says only Callable.
             self.network = cast(nn.Module, torch.compile(self.stage1.model))
 
-    @cached_property
-    def _weights_sha256(self) -> str:
-        # Hashed once: stage-2 training asks for the fingerprint twice (resume check, cache).
-        return load_checkpoint(self.checkpoint).digest(self.weights)
-
     def fingerprint(self) -> dict[str, object]:
         """What decides this method's output, for caches of it: :meth:`settings` (the options
         and the checkpoint's config) and :data:`FINGERPRINT_KEYS`: the weights' digest and the
         sampling code's revision (:data:`SAMPLING_REVISION`)."""
-        added = (self._weights_sha256, SAMPLING_REVISION)
+        added = (self.weights_sha256, SAMPLING_REVISION)
         return {**self.settings(), **dict(zip(FINGERPRINT_KEYS, added, strict=True))}
 
     def check_known(self, known: Sequence[int], n_frames: int) -> None:

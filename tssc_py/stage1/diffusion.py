@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from tssc_py.errors import TsscError, is_integer
+from tssc_py.errors import TsscError, check_integer, is_integer
 
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], Any]
@@ -42,6 +42,10 @@ Noise = torch.Generator | Sequence[torch.Generator] | None
 then do not depend on the rows beside it (how a volume was cut into batches)."""
 
 PREDICTIONS = ("epsilon", "v", "x0")
+
+MAX_SCHEDULE_STEPS = 100_000
+"""Longest schedule: 100x the paper's 1000 steps. Its tensors are allocated when a model is
+loaded, so a hand-edited checkpoint's length is refused first."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,7 @@ class ScheduleConfig:
     prediction: str = "v"
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise TsscError(f"schedule steps must be an integer >= 1, got {self.steps!r}")
+        check_integer("schedule steps", self.steps, 1, MAX_SCHEDULE_STEPS)
         for name in ("beta_start", "beta_end"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tssc_py.checkpoint import load_checkpoint
-from tssc_py.errors import TsscError, is_integer
+from tssc_py.checkpoint import CONFIG, load_checkpoint
+from tssc_py.device import check_network_fits
+from tssc_py.errors import TsscError, about, is_integer
 from tssc_py.stage1 import WEIGHTS
 from tssc_py.stage1.diffusion import Diffusion, Model, Noise, Progress, ScheduleConfig
 from tssc_py.stage1.model import DiTConfig, VideoDiT
@@ -315,7 +316,11 @@ def load_stage1(
         raise TsscError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     ckpt = load_checkpoint(path, "stage1")
     with ckpt.building():
-        config = Stage1Config.from_dict(ckpt.config.get("stage1", {}))
+        with about(ckpt.path / CONFIG):
+            config = Stage1Config.from_dict(ckpt.config.get("stage1", {}))
+            check_network_fits(
+                lambda: VideoDiT(config.model), 2, "built, then loaded", "the network it describes"
+            )
         model = VideoDiT(config.model)
     ckpt.load_into(model, weights)
     return Stage1(config, model.to(device).eval())

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, check_integer
 
 # Fused attention kernels work in tiles of 64 to 128 positions, so the temporal attention (one
 # position per frame, 12 by default) is mostly padding whichever kernel runs it. On an H100
@@ -29,6 +29,20 @@ from tssc_py.errors import TsscError
 # choice, which was fastest (benchmarks/RESULTS.md, "Stage 1 attention kernels").
 SHORT_ATTENTION = 64
 SHORT_ATTENTION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+DIT_LIMITS: dict[str, tuple[int, int]] = {
+    "patch_size": (1, 64),
+    "hidden": (4, 4096),
+    "depth": (0, 64),
+    "heads": (1, 64),
+}
+"""Smallest and largest of each :class:`DiTConfig` size. The maxima lie far above the DiT
+family (patches of 2 to 8, width up to 1152, 28 blocks, 16 heads in DiT-XL): a typo or a
+hand-edited checkpoint is refused before it sizes an allocation. Their product can still
+exceed memory: loading and training estimate the parameters first."""
+MAX_MLP_RATIO = 16.0
+"""Largest MLP width as a multiple of ``hidden`` (4 in DiT)."""
 
 
 @dataclass
@@ -53,8 +67,15 @@ class DiTConfig:
     prior: bool = False
 
     def __post_init__(self) -> None:
-        if self.patch_size < 1 or self.hidden < 1 or self.depth < 0 or self.heads < 1:
-            raise TsscError(f"invalid DiT config: {self}")
+        for name, (low, high) in DIT_LIMITS.items():
+            check_integer(f"DiT {name}", getattr(self, name), low, high)
+        ratio = self.mlp_ratio
+        number = isinstance(ratio, int | float) and not isinstance(ratio, bool)
+        if not number or not 0 < ratio <= MAX_MLP_RATIO:
+            raise TsscError(
+                f"DiT mlp_ratio must be a number above 0 and at most {MAX_MLP_RATIO:g}, "
+                f"got {self.mlp_ratio!r}"
+            )
         if self.hidden % self.heads != 0:
             raise TsscError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         # The 2D sin-cos embedding splits D into 4 sin/cos quarters.

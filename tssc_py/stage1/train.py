@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tssc_py.device import autocast, resolve_device
-from tssc_py.errors import TsscError
+from tssc_py.device import autocast, check_network_fits, resolve_device
+from tssc_py.errors import TsscError, check_integer
 from tssc_py.metrics import versus_linear
 from tssc_py.signals import deferred_stop
 from tssc_py.stage1.data import Sampler, Series, load_cohort, prepared_images, validation_set
 from tssc_py.stage1.diffusion import ScheduleConfig
 from tssc_py.stage1.interpolator import Stage1, Stage1Config, linear_prior
-from tssc_py.stage1.model import DiTConfig, VideoDiT, preset_config
+from tssc_py.stage1.model import DIT_LIMITS, DiTConfig, VideoDiT, preset_config
 from tssc_py.training import (
     AUTO_PRESET,
     Run,
@@ -117,6 +117,8 @@ class TrainConfig(RunOptions):
             raise TsscError(f"warmup must be >= 0, got {self.warmup}")
         if not 0 <= self.endpoint_fraction <= 1 or not 0 <= self.ema_decay < 1:
             raise TsscError("endpoint_fraction must lie in [0, 1] and ema_decay in [0, 1)")
+        for name, value in self.model_overrides().items():
+            check_integer(name, value, *DIT_LIMITS[name])
 
     def model_overrides(self) -> dict[str, int]:
         """The architecture fields given explicitly."""
@@ -206,6 +208,13 @@ def train(
     device = resolve_device(config.device)
     config = chosen_preset(config, device, "DiT_tiny", "DiT_S", "stage 1")
     stage1_config = _stage1_config(config, cohort)
+    options = "".join(f", --{k.replace('_', '-')} {v}" for k, v in config.model_overrides().items())
+    check_network_fits(
+        lambda: VideoDiT(stage1_config.model),
+        5,
+        "the weights, their gradients, the EMA and AdamW's two moments",
+        f"the network of --preset {config.preset}{options}",
+    )
     subjects = sorted(s.subject for s in cohort)
     run.check_saved("stage1", stage1_config.to_dict(), "was trained on data of another shape")
     run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")

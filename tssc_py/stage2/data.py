@@ -10,7 +10,6 @@ or the sampling options change) or read from a folder of
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from tssc_py.atomic import atomic_path
 from tssc_py.errors import TsscError, about
-from tssc_py.io import read_scan, write_scan
+from tssc_py.io import file_sha256, read_scan, write_scan
 from tssc_py.methods import Diffusion, fill_chunk
 from tssc_py.prepare import PrepareRecord, load_record, record_path
 from tssc_py.slices import assemble_chunks, filled_scan, split_volume
@@ -50,7 +49,7 @@ def _record(image: Path) -> PrepareRecord:
 def _made_from(image: Path) -> str:
     """The JSON stamp of what a stage-1 output of ``image`` was made from."""
     digests = {
-        name: hashlib.sha256(path.read_bytes()).hexdigest()
+        name: file_sha256(path)
         for name, path in (("prepared_sha256", image), ("record_sha256", record_path(image)))
     }
     return json.dumps(digests, indent=1, sort_keys=True) + "\n"
@@ -78,8 +77,11 @@ def generate_stage1(
     made_with = json.dumps(runner.fingerprint(), indent=1, sort_keys=True) + "\n"
     stamp = cache / "made_with.json"
     if not stamp.is_file() or stamp.read_text() != made_with:
-        for old in [*cache.glob("*.nii"), *cache.glob("*.made_from.json")]:
-            old.unlink()
+        # Each result with its stamp: what the cache holds besides them is not its own.
+        for stamp_of in cache.glob("*.made_from.json"):
+            subject = stamp_of.name.removesuffix(".made_from.json")
+            (cache / f"{subject}.nii").unlink(missing_ok=True)
+            stamp_of.unlink()
         with atomic_path(stamp, overwrite=True) as tmp:
             tmp.write_text(made_with)
     out = {}

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tssc_py.errors import TsscError
+from tssc_py.errors import TsscError, check_integer
 from tssc_py.stage2.ssm import BACKENDS, Mamba
 
 # Permutations of (B, C, X, Y, Z) whose last spatial axis varies fastest once flattened.
@@ -52,6 +52,20 @@ def from_sequence(seq: torch.Tensor, order: str, shape: torch.Size) -> torch.Ten
 GROUPS = 8
 """GroupNorm groups of every convolution (fewer for narrower layers)."""
 
+REFINE_LIMITS: dict[str, tuple[int, int]] = {
+    "channels": (1, 512),
+    "down": (0, 8),
+    "blocks": (0, 64),
+    "d_state": (1, 256),
+    "d_conv": (1, 16),
+    "expand": (1, 16),
+}
+"""Smallest and largest of each :class:`RefineConfig` size. The maxima lie far above the
+presets (width 8 to 24, 2 to 3 downsamplings, 1 to 4 blocks, state 8 to 16) and mamba_ssm's
+defaults (convolution 4, expansion 2): a typo or a hand-edited checkpoint is refused before it
+sizes an allocation. Their product can still exceed memory: loading and training estimate the
+parameters first."""
+
 
 @dataclass
 class RefineConfig:
@@ -77,8 +91,8 @@ class RefineConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.channels < 1 or self.down < 0 or self.blocks < 0 or self.d_state < 1:
-            raise TsscError(f"invalid stage-2 config: {self}")
+        for name, (low, high) in REFINE_LIMITS.items():
+            check_integer(f"stage-2 {name}", getattr(self, name), low, high)
         widths = [self.channels * 2**i for i in range(self.down + 1)]
         if any(w % min(GROUPS, w) for w in widths):
             raise TsscError(
@@ -214,13 +228,21 @@ def refine_base(**overrides: Any) -> RefineNet:
 PRESETS: dict[str, Callable[..., RefineNet]] = {"tiny": refine_tiny, "base": refine_base}
 
 
-def build_refine(preset: str, **overrides: Any) -> RefineNet:
-    """Build a preset with optional config overrides.
+def preset_config(preset: str, **overrides: Any) -> RefineConfig:
+    """A preset's config with optional overrides, without building the network.
 
     Raises:
         TsscError: For an unknown preset or override.
     """
     if preset not in _PRESET_CONFIGS:
         raise TsscError(f"unknown stage-2 preset {preset!r} (known: {', '.join(_PRESET_CONFIGS)})")
-    data = {**_PRESET_CONFIGS[preset].to_dict(), **overrides}
-    return RefineNet(RefineConfig.from_dict(data))
+    return RefineConfig.from_dict({**_PRESET_CONFIGS[preset].to_dict(), **overrides})
+
+
+def build_refine(preset: str, **overrides: Any) -> RefineNet:
+    """Build a preset with optional config overrides.
+
+    Raises:
+        TsscError: For an unknown preset or override.
+    """
+    return RefineNet(preset_config(preset, **overrides))

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from tssc_py.atomic import check_writable
-from tssc_py.checkpoint import load_checkpoint
-from tssc_py.device import autocast, resolve_device
+from tssc_py.checkpoint import CONFIG, load_checkpoint
+from tssc_py.device import autocast, check_network_fits, resolve_device
 from tssc_py.errors import TsscError, about
 from tssc_py.io import read_scan, write_scan
-from tssc_py.prepare import check_model_space, load_record
+from tssc_py.prepare import check_filled_values, check_model_space, load_record
 from tssc_py.stage2.model import RefineConfig, RefineNet
 from tssc_py.stage2.ssm import resolve_backend
 
@@ -136,7 +136,12 @@ def load_refine(
         data = dict(ckpt.config.get("refine", {}))
         if backend is not None:
             data["backend"] = backend
-        net = RefineNet(RefineConfig.from_dict(data))
+        with about(ckpt.path / CONFIG):
+            config = RefineConfig.from_dict(data)
+            check_network_fits(
+                lambda: RefineNet(config), 2, "built, then loaded", "the network it describes"
+            )
+        net = RefineNet(config)
     ckpt.load_into(net, "model")
     return net.to(device).eval()
 
@@ -158,9 +163,15 @@ class Refiner:
 
     def settings(self) -> dict[str, object]:
         """What decides the refined series besides its input: the checkpoint's config (which
-        names its training step) and the tiling (the backend and device only round)."""
-        config = load_checkpoint(self.checkpoint, "stage2").config
-        return {"checkpoint": config, "tile": self.tile, "overlap": self.overlap}
+        names its training step), its weights' SHA-256 (a checkpoint replaced in place) and
+        the tiling (the backend and device only round)."""
+        checkpoint = load_checkpoint(self.checkpoint, "stage2")
+        return {
+            "checkpoint": checkpoint.config,
+            "weights_sha256": checkpoint.digest("model"),
+            "tile": self.tile,
+            "overlap": self.overlap,
+        }
 
     def __call__(self, series: np.ndarray, known: Sequence[int]) -> np.ndarray:
         """Refine every frame of ``series`` not in ``known``."""
@@ -201,6 +212,7 @@ def refine_file(
     scan = read_scan(filled)
     with about(filled):
         check_model_space(scan.data.shape, rec, affine=scan.affine)
+        check_filled_values(scan.data, rec)
     refiner = load_refiner(checkpoint, device, backend, tile, overlap)
     with about(filled):
         refined = refiner(scan.data, rec.known_frames)

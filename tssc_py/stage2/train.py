@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tssc_py.device import autocast, resolve_device
-from tssc_py.errors import TsscError
+from tssc_py.device import autocast, check_network_fits, resolve_device
+from tssc_py.errors import TsscError, check_integer
 from tssc_py.methods import Diffusion, get_method
 from tssc_py.methods.base import RUNTIME_OPTIONS
 from tssc_py.methods.diffusion import FINGERPRINT_KEYS
@@ -38,7 +38,7 @@ from tssc_py.stage2.data import (
     outputs_source,
 )
 from tssc_py.stage2.losses import LossConfig, refine_loss, usable_level
-from tssc_py.stage2.model import RefineConfig, RefineNet, build_refine
+from tssc_py.stage2.model import REFINE_LIMITS, RefineConfig, RefineNet, preset_config
 from tssc_py.stage2.refine import refine_volume
 from tssc_py.stage2.ssm import resolve_backend
 from tssc_py.training import AUTO_PRESET, Run, RunOptions, chosen_preset, hold_out
@@ -96,15 +96,17 @@ class TrainConfig(RunOptions):
         # The network halves the in-plane size twice.
         if self.crop < 4 or self.crop % 4:
             raise TsscError(f"crop must be a positive multiple of 4, got {self.crop}")
+        for name, value in self.network_overrides().items():
+            check_integer(name, value, *REFINE_LIMITS[name])
+
+    def network_overrides(self) -> dict[str, int]:
+        """The architecture fields given explicitly."""
+        names = ("channels", "blocks")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def refine_config(self) -> RefineConfig:
         """The network's config: the preset with the given overrides."""
-        overrides: dict[str, str | int] = {"backend": self.backend}
-        if self.channels is not None:
-            overrides["channels"] = self.channels
-        if self.blocks is not None:
-            overrides["blocks"] = self.blocks
-        return build_refine(self.preset, **overrides).config
+        return preset_config(self.preset, backend=self.backend, **self.network_overrides())
 
     def loss_config(self) -> LossConfig:
         """The loss weights and wavelet."""
@@ -193,6 +195,14 @@ def train(
     _, val_subjects = hold_out(subjects, config.val_subjects, str)
     device = resolve_device(config.device)
     config = chosen_preset(config, device, "tiny", "base", "stage 2")
+    refine_config = config.refine_config()
+    given = "".join(f", --{k} {v}" for k, v in config.network_overrides().items())
+    check_network_fits(
+        lambda: RefineNet(refine_config),
+        4,
+        "the weights, their gradients and Adam's two moments",
+        f"the network of --preset {config.preset}{given}",
+    )
     # The stage-1 method to run, or the folder of its outputs.
     producer: Diffusion | Path
     if stage1 is not None:
@@ -226,7 +236,7 @@ def train(
     val_pairs = [p for p in pairs if p.subject in val_subjects]
 
     torch.manual_seed(config.seed)
-    net = RefineNet(config.refine_config()).to(device)
+    net = RefineNet(refine_config).to(device)
     backend = resolve_backend(config.backend, device)
     # On stderr as the other commands print it (the progress bar may be off).
     print(f"stage 2 state-space backend: {backend}", file=sys.stderr)
