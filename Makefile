@@ -82,16 +82,17 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/stage1_attention.py
 	$(PY) benchmarks/stage2.py
 
-# The stage-1 CPU recipe (about 52 minutes on 2 cores): trains a model in stage1_cpu/stage1 and
-# scores it against linear on held-out synthetic subjects. Resume with ARGS=--resume.
+# The stage-1 CPU recipe (about 75 minutes on 2 cores): trains a model over the demons prior
+# in stage1_cpu/stage1 on knees and hearts, some turning, and scores it against linear and
+# demons on held-out synthetic subjects, a held-out motion among them. Resume with ARGS=--resume.
 stage1-cpu: $(STAMP)
 	$(PY) benchmarks/stage1.py --out stage1_cpu $(ARGS)
 
-# The longer stage-1 recipe for one GPU (5 minutes on an H200: 3 times the training subjects,
-# batch 32, 4000 steps) in stage1_gpu/, scored like stage1-cpu. Resume with ARGS=--resume.
+# The longer stage-1 recipe for one GPU (3 times the training subjects, batch 32, 4000 steps)
+# in stage1_gpu/, scored like stage1-cpu. Resume with ARGS=--resume.
 stage1-gpu: $(STAMP)
-	$(PY) benchmarks/stage1.py --out stage1_gpu --train-knee 48 --train-cardiac 48 \
-	  --batch-size 32 --steps 4000 $(ARGS)
+	$(PY) benchmarks/stage1.py --out stage1_gpu --train-knee 24 --train-cardiac 24 \
+	  --train-turning 24 --batch-size 32 --steps 4000 $(ARGS)
 
 # The stage-2 CPU recipe (after stage1-cpu): trains stage 2 on the stage-1 model's outputs in
 # stage2_cpu/stage2 and scores full TSSC against stage 1 alone. Resume with ARGS=--resume.

@@ -28,15 +28,16 @@ import pandas as pd
 import torch
 from bench_common import Parser, int_at_least, positive_int, run_script
 from recipes import (
-    DATA,
     FRAMES,
     PREPARE,
     RESULTS,
     add_run_options,
+    data_folders,
     gain_rows,
     make_data,
     note_rescoring,
     open_run,
+    plain_cohorts,
     show,
     training_mode,
     write_results,
@@ -53,7 +54,12 @@ on one thread of the 2-core machine while another training job runs (0.2 to 0.5,
 VAL_SUBJECTS = 2
 """Training subjects held out for validation (the last 2 in name order)."""
 KINDS = ("knee", "cardiac")
-OUTPUTS = (*DATA, *MODELS, *(f"test_{kind}" for kind in KINDS), RESULTS)
+OUTPUTS = (
+    *data_folders(plain_cohorts(0, 0, 0)),
+    *MODELS,
+    *(f"test_{kind}" for kind in KINDS),
+    RESULTS,
+)
 """Everything the recipe writes in its folder."""
 
 
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     started = time.monotonic()
 
-    make_data(out, args.train_subjects, args.train_subjects, args.test_subjects)
+    make_data(out, plain_cohorts(args.train_subjects, args.train_subjects, args.test_subjects))
 
     checkpoints = []
     for model in MODELS:

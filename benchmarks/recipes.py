@@ -10,7 +10,8 @@ import argparse
 import csv
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -19,14 +20,71 @@ from tssc_py.atomic import atomic_path, check_folder
 from tssc_py.errors import TsscError
 from tssc_py.io import scan_shape
 from tssc_py.prepare import PrepareConfig, prepare_file
-from tssc_py.synth import write_cohort
+from tssc_py.synth import Variation, write_cohort
 
 SIZE, DEPTH, FRAMES = 64, 16, 12
 """Frame size, slices and frames of every recipe's subjects."""
 PREPARE = PrepareConfig(size=SIZE, depth=DEPTH)
 """How every recipe prepares its subjects."""
-DATA = ("train_knee", "train_cardiac", "knee", "cardiac", "prepared")
-"""The folders :func:`make_data` writes."""
+TRAIN_SEED, TEST_SEED = 1, 2
+"""The seeds of training and held-out cohorts."""
+TURNING = Variation(rotation=40, breathing=5, texture=0.1, contrast=0.3)
+"""Large motion on top of a scene's own: a 20 to 40 degree in-plane rotation sweep, a 5 mm
+breathing drift, a tissue texture and another contrast."""
+SHIFTING = Variation(translation=15, breathing=8, texture=0.1, contrast=0.3)
+"""A motion no recipe trains on, held out: a 7.5 to 15 mm translation and an 8 mm breathing
+drift without rotation, with the texture and contrast of :data:`TURNING`."""
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A synthetic cohort of a recipe: kind, seed, subjects and the motion added."""
+
+    kind: str
+    seed: int
+    subjects: int
+    variation: Variation = field(default_factory=Variation)
+
+
+def plain_cohorts(train_knee: int, train_cardiac: int, test_subjects: int) -> dict[str, Cohort]:
+    """Training (``train_*``) and held-out cohorts of the scenes as drawn, by folder name."""
+    return {
+        "train_knee": Cohort("knee", TRAIN_SEED, train_knee),
+        "train_cardiac": Cohort("cardiac", TRAIN_SEED, train_cardiac),
+        "knee": Cohort("knee", TEST_SEED, test_subjects),
+        "cardiac": Cohort("cardiac", TEST_SEED, test_subjects),
+    }
+
+
+MOVING_TESTS = ("knee", "cardiac", "knee_turning", "cardiac_turning", "cardiac_shifting")
+"""The held-out cohorts of :func:`moving_cohorts` (``cardiac_shifting``: a motion held out)."""
+
+
+def moving_cohorts(
+    train_knee: int, train_cardiac: int, train_turning: int, test_subjects: int
+) -> dict[str, Cohort]:
+    """:func:`plain_cohorts` and ``train_turning`` turning subjects of each kind, with held-out
+    turning cohorts and the held-out motion (:data:`SHIFTING`) on hearts."""
+    return {
+        **plain_cohorts(train_knee, train_cardiac, test_subjects),
+        "train_knee_turning": Cohort("knee", TRAIN_SEED, train_turning, TURNING),
+        "train_cardiac_turning": Cohort("cardiac", TRAIN_SEED, train_turning, TURNING),
+        "knee_turning": Cohort("knee", TEST_SEED, test_subjects, TURNING),
+        "cardiac_turning": Cohort("cardiac", TEST_SEED, test_subjects, TURNING),
+        "cardiac_shifting": Cohort("cardiac", TEST_SEED, test_subjects, SHIFTING),
+    }
+
+
+def data_folders(cohorts: Mapping[str, Cohort]) -> tuple[str, ...]:
+    """The folders :func:`make_data` writes for ``cohorts``."""
+    return (*cohorts, "prepared")
+
+
+def prefix(name: str) -> str:
+    """The subject ids' start of the cohort in folder ``name``."""
+    return name.removeprefix("train_")
+
+
 RESULTS = "results.csv"
 """The table every recipe writes in its work folder."""
 # Printed tables give PSNR with its unit; results.csv keeps the plain column names.
@@ -35,6 +93,8 @@ PSNR_UNITS = {
     "psnr_gain": "psnr_gain_dB",
     "worst_psnr_gain": "worst_psnr_gain_dB",
     "psnr_vs_stage1": "psnr_vs_stage1_dB",
+    "psnr_vs_demons": "psnr_vs_demons_dB",
+    "worst_psnr_vs_demons": "worst_psnr_vs_demons_dB",
 }
 
 
@@ -123,12 +183,12 @@ def show(table: pd.DataFrame) -> str:
         return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def check_cohort(folder: Path, kind: str, subjects: int) -> None:
+def check_cohort(folder: Path, cohort: Cohort) -> None:
     """Refuse a cohort already in ``folder`` that is not the one asked for.
 
-    Its samplesheet must list ``subjects`` subjects of ``kind`` named as ``write_cohort`` names
-    them, and each scan's header must be ``SIZE x SIZE x DEPTH x FRAMES``: a folder made with
-    other counts or sizes would otherwise be reused silently.
+    Its samplesheet must list ``cohort.subjects`` subjects named as ``write_cohort`` names them
+    (after the folder), and each scan's header must be ``SIZE x SIZE x DEPTH x FRAMES``: a
+    folder made with other counts or sizes would otherwise be reused silently.
 
     Raises:
         TsscError: If it differs.
@@ -137,11 +197,11 @@ def check_cohort(folder: Path, kind: str, subjects: int) -> None:
     with sheet.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     names = [row.get("subject") for row in rows]
-    wanted = [f"{kind}_{i:03d}" for i in range(subjects)]
+    wanted = [f"{prefix(folder.name)}_{i:03d}" for i in range(cohort.subjects)]
     if names != wanted:
         raise TsscError(
-            f"holds {len(names)} subject(s), {subjects} {kind} subject(s) asked: use the "
-            "options of the earlier run, or --overwrite to make the data again",
+            f"holds {len(names)} subject(s), {cohort.subjects} {cohort.kind} subject(s) "
+            "asked: use the options of the earlier run, or --overwrite to make the data again",
             folder,
         )
     expected = (SIZE, SIZE, DEPTH, FRAMES)
@@ -155,9 +215,9 @@ def check_cohort(folder: Path, kind: str, subjects: int) -> None:
             )
 
 
-def make_data(out: Path, train_knee: int, train_cardiac: int, test_subjects: int) -> None:
-    """Synthesise the training cohorts (seed 1) and held-out ``knee`` / ``cardiac`` cohorts
-    (seed 2) under ``out``, and prepare the training subjects into ``out/prepared``.
+def make_data(out: Path, cohorts: Mapping[str, Cohort]) -> None:
+    """Synthesise ``cohorts`` (folder name -> cohort) under ``out``, and prepare the training
+    subjects (cohorts named ``train_*``) into ``out/prepared``.
 
     Cohorts already there (a resumed recipe) are kept if they are the ones asked for; every one
     is checked before anything is written.
@@ -167,13 +227,7 @@ def make_data(out: Path, train_knee: int, train_cardiac: int, test_subjects: int
             holds subjects of no training cohort.
     """
     started = time.monotonic()
-    cohorts = {
-        "train_knee": ("knee", 1, train_knee),
-        "train_cardiac": ("cardiac", 1, train_cardiac),
-        "knee": ("knee", 2, test_subjects),
-        "cardiac": ("cardiac", 2, test_subjects),
-    }
-    for name, (kind, _, subjects) in cohorts.items():
+    for name, cohort in cohorts.items():
         if (out / name).exists():
             if not (out / name / "samplesheet.csv").exists():
                 raise TsscError(
@@ -181,10 +235,9 @@ def make_data(out: Path, train_knee: int, train_cardiac: int, test_subjects: int
                     "--overwrite to make the data again",
                     out / name,
                 )
-            check_cohort(out / name, kind, subjects)
-    wanted = {
-        f"{kind}_{i:03d}" for kind, seed, n in cohorts.values() if seed == 1 for i in range(n)
-    }
+            check_cohort(out / name, cohort)
+    training = {name: c for name, c in cohorts.items() if name.startswith("train_")}
+    wanted = {f"{prefix(name)}_{i:03d}" for name, c in training.items() for i in range(c.subjects)}
     stale = sorted(
         p.name
         for p in (out / "prepared").glob("*.nii.gz")
@@ -196,37 +249,53 @@ def make_data(out: Path, train_knee: int, train_cardiac: int, test_subjects: int
             "cohort asked for: use --overwrite to make the data again",
             out / "prepared",
         )
-    for name, (kind, seed, subjects) in cohorts.items():
-        if subjects and not (out / name).exists():
-            write_cohort(out / name, kind, subjects, SIZE, DEPTH, FRAMES, seed)
-    for scan in sorted(out.glob("train_*/*.nii.gz")):
-        target = out / "prepared" / scan.name
-        if not target.exists():
-            prepare_file(scan, target, PREPARE)
+    for name, c in cohorts.items():
+        if c.subjects and not (out / name).exists():
+            write_cohort(
+                out / name,
+                c.kind,
+                c.subjects,
+                SIZE,
+                DEPTH,
+                FRAMES,
+                c.seed,
+                variation=c.variation,
+                prefix=prefix(name),
+            )
+    for name in training:
+        for scan in sorted((out / name).glob("*.nii.gz")):
+            target = out / "prepared" / scan.name
+            if not target.exists():
+                prepare_file(scan, target, PREPARE)
     print(f"data ready in {time.monotonic() - started:.0f} s", flush=True)
 
 
-def gain_rows(kind: str, per_subject: dict[str, pd.DataFrame]) -> list[dict[str, object]]:
-    """PSNR / SSIM of each method with their gains over ``linear`` (mean, and the worst subject).
+def gain_rows(cohort: str, per_subject: dict[str, pd.DataFrame]) -> list[dict[str, object]]:
+    """PSNR / SSIM of each method with their gains over ``linear`` (mean, and the worst subject)
+    and, where ``demons`` was scored, over ``demons``.
 
     Args:
-        kind: The cohort's kind (the rows' first column).
+        cohort: The held-out cohort (the rows' first column).
         per_subject: Method name -> its per-subject scores indexed by subject.
     """
     linear = per_subject["linear"]
+    demons = per_subject.get("demons")
     rows = []
     for method, table in per_subject.items():
         gain = table["psnr"] - linear["psnr"]
-        rows.append(
-            {
-                "kind": kind,
-                "method": method,
-                "psnr": table["psnr"].mean(),
-                "ssim": table["ssim"].mean(),
-                "psnr_gain": gain.mean(),
-                "ssim_gain": (table["ssim"] - linear["ssim"]).mean(),
-                "worst_psnr_gain": gain.min(),
-                "worst_ssim_gain": (table["ssim"] - linear["ssim"]).min(),
-            }
-        )
+        row: dict[str, object] = {
+            "cohort": cohort,
+            "method": method,
+            "psnr": table["psnr"].mean(),
+            "ssim": table["ssim"].mean(),
+            "psnr_gain": gain.mean(),
+            "ssim_gain": (table["ssim"] - linear["ssim"]).mean(),
+            "worst_psnr_gain": gain.min(),
+            "worst_ssim_gain": (table["ssim"] - linear["ssim"]).min(),
+        }
+        if demons is not None:
+            versus = table["psnr"] - demons["psnr"]
+            row["psnr_vs_demons"] = versus.mean()
+            row["worst_psnr_vs_demons"] = versus.min()
+        rows.append(row)
     return rows

@@ -106,7 +106,7 @@ def matmul_peak(device: torch.device, n: int = 8192, repeats: int = 10) -> float
 def untrained_checkpoint(folder: Path, preset: str, size: int, frames: int) -> Path:
     """A stage-1 checkpoint of a fresh ``preset`` network for ``size`` x ``size`` frames."""
     config = Stage1Config(
-        model=DiTConfig.from_dict({**preset_config(preset).to_dict(), "prior": True}),
+        model=DiTConfig.from_dict({**preset_config(preset).to_dict(), "priors": 1}),
         frames=frames,
         size=(size, size),
     )
@@ -186,7 +186,7 @@ def measure(
     t = torch.full((batch,), stage1.diffusion.steps - 1, device=device)
     counter = flop_counter()
     with torch.no_grad(), autocast(device), counter:
-        stage1.model(x, t, mask, linear_prior(x, mask))  # eager: FLOPs are the same
+        stage1.model(x, t, mask, linear_prior(x, mask)[:, :, None])  # eager: FLOPs are the same
     flops = counter.get_total_flops() / batch * args.slices * args.steps * args.flips
     row = {
         "preset": preset

@@ -80,7 +80,7 @@ def measure(
     """Training steps per second and one-step DDIM calls per second of one configuration."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    stage1 = Stage1(Stage1Config(model=DiTConfig(prior=True, **model), size=(size, size)))
+    stage1 = Stage1(Stage1Config(model=DiTConfig(priors=1, **model), size=(size, size)))
     with torch.no_grad():
         stage1.model.final_layer.linear.weight.normal_(std=0.02)
     opt = torch.optim.AdamW(stage1.model.parameters(), lr=1e-4)

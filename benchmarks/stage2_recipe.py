@@ -2,7 +2,7 @@
 
 One command (``make stage2-cpu``, well under 45 minutes on 2 CPU cores), run after
 ``make stage1-cpu`` (it uses that run's folder: the trained stage-1 model, the 32 prepared
-training subjects and the held-out ``knee`` and ``cardiac`` cohorts):
+training subjects and the held-out cohorts, turning and held-out motion included):
 
 1. makes the stage-1 outputs of the training subjects with the frozen stage-1 model (the
    ``diffusion`` method's defaults: one DDIM step, 8 flip copies), cached in
@@ -11,7 +11,7 @@ training subjects and the held-out ``knee`` and ``cardiac`` cohorts):
    also scores again and replaces ``OUT/results.csv``; ``--overwrite`` starts afresh);
 3. runs ``linear`` and ``diffusion`` + stage 2 on the held-out cohorts through ``tssc-run``'s
    library function, which reports stage 1 alone (``diffusion``) next to full TSSC (``tssc``),
-   and prints every metric per kind and method with the difference to stage 1 alone (mean over
+   and prints every metric per cohort and method with the difference to stage 1 alone (mean over
    subjects, and the number of subjects where full TSSC is better).
 
 Every figure in ``benchmarks/RESULTS.md`` for the stage-2 recipe comes from this script; the
@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 from bench_common import Parser, non_negative_float, positive_int, run_script
 from recipes import (
+    MOVING_TESTS,
     PREPARE,
     RESULTS,
     add_run_options,
@@ -58,8 +59,7 @@ RECIPE = TrainConfig(
     val_every=500,
     checkpoint_every=250,
 )
-KINDS = ("knee", "cardiac")
-OUTPUTS = ("stage2", *(f"test_{kind}" for kind in KINDS), RESULTS)
+OUTPUTS = ("stage2", *(f"test_{name}" for name in MOVING_TESTS), RESULTS)
 """Everything the recipe writes in its folder."""
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     stage1_run: Path = args.stage1_run
     stage1 = stage1_run / "stage1" / "checkpoint"
     needed = [stage1, stage1_run / "prepared"]
-    needed += [stage1_run / kind / "samplesheet.csv" for kind in KINDS]
+    needed += [stage1_run / name / "samplesheet.csv" for name in MOVING_TESTS]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         raise TsscError(f"{', '.join(missing)} missing: run `make stage1-cpu` first")
@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> None:
 
     note_rescoring(out, args.resume)
     rows = []
-    for kind in KINDS:
-        run = out / f"test_{kind}"
+    for name in MOVING_TESTS:
+        run = out / f"test_{name}"
         # The folder is new, or this is a --resume, whose scores of the final model replace
         # the earlier ones (open_run refused anything else).
         run_cohort(
-            str(stage1_run / kind / "samplesheet.csv"),
+            str(stage1_run / name / "samplesheet.csv"),
             run,
             ["linear", REFINES],
             PREPARE,
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         by_method = {m: t.set_index("subject") for m, t in scores.groupby("method")}
         base = by_method[REFINES]
         for method, table in by_method.items():
-            row: dict[str, object] = {"kind": kind, "method": method}
+            row: dict[str, object] = {"cohort": name, "method": method}
             for metric in (m for m in METRICS if m in table):
                 gain = table[metric] - base[metric]
                 better = gain < 0 if metric in LOWER_IS_BETTER else gain > 0

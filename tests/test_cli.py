@@ -220,7 +220,8 @@ def test_trainer_size_options_have_upper_bounds(tmp_path: Path) -> None:
     from tssc_py.training import MAX_BATCH_SIZE
 
     expected = {
-        "tssc-train-stage1": {k: v[1] for k, v in DIT_LIMITS.items()},
+        # priors follows from --prior, not an option of its own.
+        "tssc-train-stage1": {k: v[1] for k, v in DIT_LIMITS.items() if k != "priors"},
         "tssc-train-stage2": {k: REFINE_LIMITS[k][1] for k in ("channels", "blocks")},
         "tssc-train-baseline": {"features": MAX_FEATURES},
     }

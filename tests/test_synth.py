@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -285,3 +286,80 @@ def test_cli_help():
     done = _synth("--help")
     assert done.returncode == 0
     assert "--kind [cardiac|knee]" in done.stdout and "--overwrite" in done.stdout
+
+
+# --- variation: motion and looks on top of the scenes -----------------------------------------
+
+
+@pytest.mark.parametrize("kind", synth.KINDS)
+def test_no_variation_is_the_scene_draw_for_draw(kind):
+    plain = synth.synth_scan(kind, rng(3), **SMALL)
+    off = synth.synth_scan(kind, rng(3), **SMALL, variation=synth.Variation())
+    np.testing.assert_array_equal(plain.data, off.data)
+
+
+def _in_plane_angle(frame: np.ndarray) -> float:
+    """Orientation (degrees) of a frame's principal in-plane axis, averaged over slices."""
+    x, y = np.meshgrid(np.arange(frame.shape[0]), np.arange(frame.shape[1]), indexing="ij")
+    w = frame.sum(axis=2)
+    cx, cy = (w * x).sum() / w.sum(), (w * y).sum() / w.sum()
+    cxx, cyy = (w * (x - cx) ** 2).sum(), (w * (y - cy) ** 2).sum()
+    cxy = (w * (x - cx) * (y - cy)).sum()
+    return float(np.degrees(0.5 * np.arctan2(2 * cxy, cxx - cyy)))
+
+
+def test_rotation_turns_each_frame_by_its_angle():
+    # A bright, elongated, still object: a frame's orientation is the rotation applied.
+    clean = synth.phantom("cardiac", rng(1), **SMALL)
+    signal = np.zeros_like(clean.signal)
+    signal[10:22, 13:19] = 1.0
+    still = dataclasses.replace(clean, signal=signal)
+    moved = synth._vary(still, synth.Variation(rotation=60), rng(2))
+    assert 30 <= abs(moved.angles[-1] - moved.angles[0]) <= 60
+    np.testing.assert_allclose(np.diff(moved.angles), np.diff(moved.angles)[0])
+    turned = [
+        _in_plane_angle(moved.signal[..., t]) - _in_plane_angle(signal[..., 0]) for t in (0, 5)
+    ]
+    # Positive angles turn x towards y: the measured orientation follows, to a degree or two.
+    np.testing.assert_allclose(turned, moved.angles[[0, 5]], atol=2.5)
+
+
+def test_translation_breathing_texture_contrast_and_noise():
+    variation = synth.Variation(translation=20, breathing=5, texture=0.2, contrast=0.5, noise=2)
+    clean = synth.phantom("knee", rng(4), **SMALL)
+    varied = synth.phantom("knee", rng(4), **SMALL, variation=variation)
+    mm = float(np.linalg.norm(clean.affine[:3, 0]))
+    sweep = np.linalg.norm(varied.shifts[-1] - varied.shifts[0]) * mm
+    assert 5 <= sweep <= 20 + 2 * 5  # translation (10 to 20 mm) and breathing (at most 2 x 5)
+    assert varied.sigma == 2 * clean.sigma
+    assert not np.allclose(varied.signal, clean.signal)
+    assert float(varied.signal.min()) >= 0
+
+
+def test_variation_bounds():
+    for name, high in synth.VARIATION_LIMITS.items():
+        with pytest.raises(TsscError, match=f"{name} must be a number from 0 to {high:g}"):
+            synth.Variation(**{name: high * 2})
+
+
+def test_cli_variation(tmp_path):
+    out = tmp_path / "turned"
+    options = ["--kind", "cardiac", "--subjects", "1", "--size", "16", "--depth", "2"]
+    done = _synth(*options, "--frames", "3", "--rotation", "40", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    plain = _synth(*options, "--frames", "3", "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr
+    a, b = (read_scan(p / "cardiac_000.nii.gz").data for p in (out, tmp_path / "plain"))
+    assert not np.array_equal(a, b)
+    assert_one_line_error(_synth("--rotation", "500", "--out", str(tmp_path / "o")), "0<=x<=180")
+
+
+def test_a_prefix_names_the_subjects(tmp_path):
+    paths = synth.write_cohort(tmp_path / "c", "knee", 2, prefix="knee_turning", **SMALL)
+    assert [p.name for p in paths] == ["knee_turning_000.nii.gz", "knee_turning_001.nii.gz"]
+    assert [r["subject"] for r in read_sheet(tmp_path / "c" / "samplesheet.csv")] == [
+        "knee_turning_000",
+        "knee_turning_001",
+    ]
+    with pytest.raises(TsscError, match=r"prefix '\.\./x'"):
+        synth.write_cohort(tmp_path / "d", "knee", 1, prefix="../x", **SMALL)

@@ -164,6 +164,16 @@ def ssim(pred: np.ndarray, truth: np.ndarray, mode: str = "3d") -> float:
     return float(value)
 
 
+def sequence_scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """PSNR over all frames of ``(sequences, frames, x, y)`` and the mean 2D SSIM of every
+    (sequence, frame) image."""
+
+    def as_volume(v: np.ndarray) -> np.ndarray:
+        return v.reshape(-1, *v.shape[2:]).transpose(1, 2, 0)  # each image one 2D slice
+
+    return psnr(pred, truth), ssim(as_volume(pred), as_volume(truth), "2d")
+
+
 def versus_linear(pred: np.ndarray, blend: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Validation scores of predicted frames next to those of the linear blend.
 
@@ -173,21 +183,16 @@ def versus_linear(pred: np.ndarray, blend: np.ndarray, truth: np.ndarray) -> dic
         truth: The true frames.
 
     Returns:
-        ``val_psnr``, ``val_ssim``, ``val_linear_psnr``, ``val_linear_ssim``: PSNR over all
-        frames and the mean 2D SSIM of every (sequence, frame) image.
+        ``val_psnr``, ``val_ssim``, ``val_linear_psnr``, ``val_linear_ssim``
+        (:func:`sequence_scores`).
     """
-
-    def as_volume(v: np.ndarray) -> np.ndarray:
-        return v.reshape(-1, *v.shape[2:]).transpose(1, 2, 0)  # each image one 2D slice
-
-    def ssim_of(a: np.ndarray) -> float:
-        return ssim(as_volume(a), as_volume(truth), "2d")
-
+    val_psnr, val_ssim = sequence_scores(pred, truth)
+    linear_psnr, linear_ssim = sequence_scores(blend, truth)
     return {
-        "val_psnr": psnr(pred, truth),
-        "val_ssim": ssim_of(pred),
-        "val_linear_psnr": psnr(blend, truth),
-        "val_linear_ssim": ssim_of(blend),
+        "val_psnr": val_psnr,
+        "val_ssim": val_ssim,
+        "val_linear_psnr": linear_psnr,
+        "val_linear_ssim": linear_ssim,
     }
 
 

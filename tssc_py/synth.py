@@ -26,16 +26,18 @@ contiguous memory; scans expose the usual ``(x, y, z, t)`` view of them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import overload
 
 import numpy as np
+import SimpleITK as sitk
 
 from tssc_py import memory
 from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError, check_integer, is_integer
 from tssc_py.io import Scan, write_scan
+from tssc_py.names import check_subject_id
 
 KINDS: tuple[str, ...] = ("cardiac", "knee")
 
@@ -48,6 +50,16 @@ LIMITS: dict[str, tuple[int, int]] = {
 """Smallest and largest of each size argument. The maxima lie far above any demo or test
 cohort (and the matrices of real scans: up to 1024 in-plane, a few hundred slices or frames):
 a typo is refused at once; their product is checked against memory before drawing."""
+
+VARIATION_LIMITS: dict[str, float] = {
+    "rotation": 180.0,
+    "translation": 100.0,
+    "breathing": 50.0,
+    "contrast": 1.0,
+    "texture": 0.5,
+    "noise": 10.0,
+}
+"""Largest value of each :class:`Variation` field (degrees, mm, or a factor)."""
 
 SCRATCH_VOLUMES = 32
 """Float32 volumes (one frame each) a scene's drawing holds at once besides the series (at
@@ -63,13 +75,18 @@ class Phantom:
 
     Attributes:
         signal: Tissue signal before bias and noise, ``(x, y, z, t)`` float32, 0 to about 1.
-            Voxels wholly inside one tissue hold exactly that tissue's value.
+            Voxels wholly inside one tissue hold exactly that tissue's value (without
+            :class:`Variation`'s texture and contrast).
         affine: 4x4 voxel-to-world matrix (RAS+, millimetres).
         time_step: Seconds between frames.
         bias: Smooth multiplicative bias field, ``(x, y, z)``.
         scale: Stored intensity of signal 1.0 (before bias).
         sigma: Standard deviation of each component of the complex noise, in stored units.
         tissues: Tissue name to its signal value.
+        angles: The in-plane rotation of each frame added by :class:`Variation`, in degrees
+            (zeros without).
+        shifts: The in-plane shift of each frame added by :class:`Variation`, ``(t, 2)`` in
+            voxels along x and y (zeros without).
     """
 
     signal: Array
@@ -79,6 +96,49 @@ class Phantom:
     scale: float
     sigma: float
     tissues: dict[str, float] = field(default_factory=dict)
+    angles: Array | None = None
+    shifts: Array | None = None
+
+
+@dataclass(frozen=True)
+class Variation:
+    """What a cohort adds to the scenes' own motion and look; every field off by default (the
+    scenes as drawn, draw for draw). Each subject draws its own values within these bounds.
+
+    Attributes:
+        rotation: Largest in-plane rotation sweep over the series, in degrees: each subject
+            turns by a sweep drawn from half this to this, either way, evenly over its frames
+            about the centre of the field of view (a patient turning, a joint swinging).
+        translation: Largest in-plane translation over the series, in mm, evenly over the
+            frames in a random direction.
+        breathing: Amplitude in mm of a breathing drift: one cycle over the series in a random
+            in-plane direction, from a random phase.
+        contrast: Spread of a contrast change: the signal raised to a power drawn from
+            ``exp(-contrast)`` to ``exp(contrast)`` (brighter or darker mid-tones, another
+            sequence's look).
+        texture: Amplitude of a smooth tissue texture that moves with the anatomy: the signal
+            times ``1 + texture * field``, the field of unit spread (about 2-voxel grain).
+        noise: Multiplier of the drawn noise level.
+    """
+
+    rotation: float = 0.0
+    translation: float = 0.0
+    breathing: float = 0.0
+    contrast: float = 0.0
+    texture: float = 0.0
+    noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, high in VARIATION_LIMITS.items():
+            value = getattr(self, name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not 0 <= value <= high:
+                raise TsscError(f"{name} must be a number from 0 to {high:g}, got {value!r}")
+
+    @property
+    def moves(self) -> bool:
+        """Whether frames are moved (rotation, translation or breathing)."""
+        return bool(self.rotation or self.translation or self.breathing)
 
 
 class _Draw:
@@ -736,6 +796,66 @@ def _finish(
     )
 
 
+def _smooth(volume: Array, sigma: float) -> Array:
+    """``(z, y, x)`` smoothed in-plane with a Gaussian of ``sigma`` voxels (SimpleITK)."""
+    image = sitk.GetImageFromArray(volume)
+    return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, [sigma, sigma, 1e-3]))
+
+
+def _move(volume: Array, angle: float, shift: tuple[float, float]) -> Array:
+    """``(z, y, x)`` turned in-plane by ``angle`` degrees about the centre of the field of view
+    and shifted by ``shift`` voxels along x and y (linear resampling, air outside)."""
+    image = sitk.GetImageFromArray(volume)
+    ny, nx = volume.shape[1:]
+    # Resample maps each output point back to its source: the inverse of the motion.
+    motion = sitk.Euler3DTransform(((nx - 1) / 2, (ny - 1) / 2, 0.0), 0.0, 0.0, math.radians(angle))
+    motion.SetTranslation((shift[0], shift[1], 0.0))
+    out = sitk.Resample(image, image, motion.GetInverse(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
+
+
+def _vary(clean: Phantom, variation: Variation, rng: np.random.Generator) -> Phantom:
+    """``clean`` with ``variation``'s texture, contrast, motion and noise, drawn from ``rng``."""
+    draw = _Draw(rng)
+    signal = clean.signal.transpose(3, 2, 1, 0)  # contiguous (t, z, y, x)
+    frames = len(signal)
+    if variation.texture:
+        grain = _smooth(rng.standard_normal(signal.shape[1:], dtype=F32), 1.0)
+        grain *= F32(variation.texture / max(float(grain.std()), 1e-6))
+        grain += F32(1.0)
+        signal = signal * np.clip(grain, 0.0, None)
+    if variation.contrast:
+        signal = np.power(
+            np.clip(signal, 0.0, None), F32(math.exp(draw(-1, 1) * variation.contrast))
+        )
+    phase = np.linspace(-0.5, 0.5, frames) if frames > 1 else np.zeros(1)
+    angles = np.zeros(frames)
+    shifts = np.zeros((frames, 2))
+    if variation.moves:
+        mm = float(np.linalg.norm(clean.affine[:3, 0]))  # in-plane voxel size
+        sweep = draw(0.5, 1.0) * variation.rotation * draw.sign()
+        angles = sweep * phase
+        way = draw(0, 2 * math.pi)
+        shifts += np.outer(phase, [math.cos(way), math.sin(way)]) * draw(0.5, 1.0)
+        shifts *= variation.translation / mm
+        way, start = draw(0, 2 * math.pi), draw(0, 2 * math.pi)
+        breath = np.sin(2 * math.pi * (phase + 0.5) + start) * variation.breathing / mm
+        shifts += np.outer(breath, [math.cos(way), math.sin(way)])
+        signal = np.stack(
+            [
+                _move(frame, float(a), (float(dx), float(dy)))
+                for frame, a, (dx, dy) in zip(signal, angles, shifts, strict=True)
+            ]
+        )
+    return replace(
+        clean,
+        signal=np.ascontiguousarray(signal, dtype=F32).transpose(3, 2, 1, 0),
+        sigma=clean.sigma * variation.noise,
+        angles=angles,
+        shifts=shifts,
+    )
+
+
 def _check(kind: str, size: int, depth: int, frames: int, subjects: int = 1, seed: int = 0) -> None:
     """Refuse arguments out of range, or a scan too large for this machine's memory, with one
     clear message."""
@@ -756,7 +876,12 @@ def _check(kind: str, size: int, depth: int, frames: int, subjects: int = 1, see
 
 
 def phantom(
-    kind: str, rng: np.random.Generator, size: int = 64, depth: int = 16, frames: int = 12
+    kind: str,
+    rng: np.random.Generator,
+    size: int = 64,
+    depth: int = 16,
+    frames: int = 12,
+    variation: Variation | None = None,
 ) -> Phantom:
     """Draw one subject's noise-free series (the ground truth behind ``synth_scan``).
 
@@ -768,11 +893,19 @@ def phantom(
     """
     _check(kind, size, depth, frames)
     make = _cardiac if kind == "cardiac" else _knee
-    return make(rng, int(size), int(depth), int(frames))
+    clean = make(rng, int(size), int(depth), int(frames))
+    if variation is None or variation == Variation():
+        return clean  # no draws: the scene as ever, draw for draw
+    return _vary(clean, variation, rng)
 
 
 def synth_scan(
-    kind: str, rng: np.random.Generator, size: int = 64, depth: int = 16, frames: int = 12
+    kind: str,
+    rng: np.random.Generator,
+    size: int = 64,
+    depth: int = 16,
+    frames: int = 12,
+    variation: Variation | None = None,
 ) -> Scan:
     """Draw one synthetic subject.
 
@@ -782,6 +915,7 @@ def synth_scan(
         size: In-plane matrix (x and y).
         depth: Number of (thick) slices, along z.
         frames: Number of time points.
+        variation: Motion and looks added to the scene's own (None: none).
 
     Returns:
         An int16 ``(size, size, depth, frames)`` scan with a realistic oblique affine,
@@ -790,7 +924,7 @@ def synth_scan(
     Raises:
         TsscError: for an unknown kind or sizes out of range.
     """
-    clean = phantom(kind, rng, size, depth, frames)
+    clean = phantom(kind, rng, size, depth, frames, variation)
     signal = clean.signal.transpose(3, 2, 1, 0)  # back to contiguous (t, z, y, x)
     gain = clean.bias.transpose(2, 1, 0) * F32(clean.scale)
     sigma = F32(clean.sigma)
@@ -821,10 +955,12 @@ def write_cohort(
     frames: int = 12,
     seed: int = 0,
     overwrite: bool = False,
+    variation: Variation | None = None,
+    prefix: str | None = None,
 ) -> list[Path]:
     """Write a synthetic cohort and its samplesheet.
 
-    Writes ``out/{kind}_{i:03d}.nii.gz`` for each subject ``i`` (drawn with
+    Writes ``out/{prefix}_{i:03d}.nii.gz`` for each subject ``i`` (drawn with
     ``np.random.default_rng([seed, i])``) and ``out/samplesheet.csv`` (``subject,scan``, scan
     names relative to the sheet). All files appear together or not at all.
 
@@ -837,6 +973,9 @@ def write_cohort(
         frames: Number of time points.
         seed: Cohort seed.
         overwrite: Replace existing outputs instead of refusing.
+        variation: Motion and looks added to every subject's scene (each draws its own).
+        prefix: What subject ids start with (default: ``kind``), e.g. to tell cohorts of one
+            kind but another variation apart when they are trained on together.
 
     Returns:
         The image paths.
@@ -849,13 +988,15 @@ def write_cohort(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TsscError("is not a folder", out)
-    names = [f"{kind}_{i:03d}" for i in range(subjects)]
+    stem = check_subject_id(prefix or kind, what="prefix")
+    names = [f"{stem}_{i:03d}" for i in range(subjects)]
     paths = [out / f"{name}.nii.gz" for name in names]
     with outputs(overwrite) as group:
         sheet = group.path(out / "samplesheet.csv")
         temps = [group.path(path) for path in paths]
         for i, temp in enumerate(temps):
-            scan = synth_scan(kind, np.random.default_rng([seed, i]), size, depth, frames)
+            rng = np.random.default_rng([seed, i])
+            scan = synth_scan(kind, rng, size, depth, frames, variation)
             write_scan(scan, temp, overwrite=True)
         rows = [f"{name},{path.name}" for name, path in zip(names, paths, strict=True)]
         sheet.write_text("\n".join(["subject,scan", *rows]) + "\n")

@@ -71,9 +71,9 @@ class RunOptions:
     seed: int = 0
     device: str = "auto"
 
-    ADDED: ClassVar[dict[str, Any]] = {}
-    """Options added after runs were saved without them, each with the value those runs were
-    trained with (on resume, not today's default)."""
+    FIXED: ClassVar[tuple[str, ...]] = ()
+    """Options that define what the saved network computes: resuming with another value of
+    one of them is refused, not ignored."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -181,13 +181,13 @@ class Run:
         that differ from their default.
 
         Raises:
-            TsscError: If the saved options are not this version's.
+            TsscError: If the saved options are not this version's, or a given option of
+                ``FIXED`` differs from the saved one.
         """
         if self.saved is None:
             return given
-        saved = {**type(given).ADDED, **self.saved.config["train"]}
         try:
-            options = type(given)(**{**saved, "steps": given.steps})
+            options = type(given)(**{**self.saved.config["train"], "steps": given.steps})
         except TypeError as exc:
             raise TsscError(
                 f"saved training options this version does not know ({exc}): "
@@ -195,12 +195,21 @@ class Run:
                 self.checkpoint,
             ) from None
         default = type(given)()
-        ignored = [
-            f"{name} {getattr(options, name)} (not {value})"
+        ignored_names = [
+            name
             for name, value in vars(given).items()
             if (name in typed if typed is not None else value != getattr(default, name))
             and value != getattr(options, name)
         ]
+        ignored = [f"{n} {getattr(options, n)} (not {getattr(given, n)})" for n in ignored_names]
+        for name in type(given).FIXED:
+            if name in ignored_names:
+                raise TsscError(
+                    f"was trained with {name} {getattr(options, name)}, not "
+                    f"{getattr(given, name)}: train another model for that (another folder or "
+                    "--overwrite)",
+                    self.checkpoint,
+                )
         if ignored:
             tqdm.write(f"resuming with the saved options: {', '.join(ignored)}", file=sys.stderr)
         return options

@@ -27,7 +27,15 @@ if str(BENCH) not in sys.path:
     sys.path.append(str(BENCH))
 
 from bench_common import run_script, run_worker  # noqa: E402
-from recipes import RESULTS, make_data, open_run, write_results  # noqa: E402
+from recipes import (  # noqa: E402
+    MOVING_TESTS,
+    RESULTS,
+    make_data,
+    moving_cohorts,
+    open_run,
+    plain_cohorts,
+    write_results,
+)
 
 
 def load(name: str) -> ModuleType:
@@ -75,7 +83,11 @@ BAD_OPTIONS = [
     ("io", ["--size", "7"], "at least 8"),
     ("baselines", ["--steps", "0"], "at least 1"),
     ("stage1", ["--test-subjects", "0"], "at least 1"),
-    ("stage1", ["--train-knee", "1", "--train-cardiac", "1"], "leave none for training"),
+    (
+        "stage1",
+        ["--train-knee", "1", "--train-cardiac", "1", "--train-turning", "0"],
+        "leave none for training",
+    ),
     ("stage2_recipe", ["--w-tv", "-1"], "at least 0"),
 ]
 
@@ -103,10 +115,10 @@ def test_out_under_a_file_is_one_error_line(capsys, tmp_path, script):
 def made_stage1_run(tmp_path: Path) -> Path:
     """A folder with the names stage2_recipe.py checks for (empty: it fails before reading)."""
     run = tmp_path / "stage1_run"
-    for name in ("stage1/checkpoint", "prepared", "knee", "cardiac"):
+    for name in ("stage1/checkpoint", "prepared", *MOVING_TESTS):
         (run / name).mkdir(parents=True)
-    for kind in ("knee", "cardiac"):
-        (run / kind / "samplesheet.csv").touch()
+    for name in MOVING_TESTS:
+        (run / name / "samplesheet.csv").touch()
     return run
 
 
@@ -115,14 +127,14 @@ def test_help_shows_defaults(capsys):
         load("stage1").main(["--help"])
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "Held-out subjects per kind" in text and "(default: 6)" in text
+    assert "Held-out subjects per cohort" in text and "(default: 6)" in text
 
 
 def test_cpu_flop_count_includes_attention():
     """On the CPU, torch's counter has no formula for the attention operator it runs; the
     benchmark's counter must count it as Q K^T plus A V of every attention call."""
     sampling = load("stage1_sampling")
-    config = DiTConfig(patch_size=4, hidden=16, depth=2, heads=2, prior=True)
+    config = DiTConfig(patch_size=4, hidden=16, depth=2, heads=2, priors=1)
     model = VideoDiT(config).eval()
     batch, frames, size = 2, 4, 16
     x = torch.rand(batch, frames, size, size)
@@ -130,7 +142,7 @@ def test_cpu_flop_count_includes_attention():
     known[:, [0, -1]] = True
     counter = sampling.flop_counter()
     with torch.no_grad(), counter:
-        model(x, torch.full((batch,), 10), known, linear_prior(x, known))
+        model(x, torch.full((batch,), 10), known, linear_prior(x, known)[:, :, None])
     counts = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
     attention = sum(flops for op, flops in counts.items() if "scaled_dot_product" in op)
     tokens = (size // config.patch_size) ** 2
@@ -166,12 +178,22 @@ def test_io_worker_writes_inside_its_folder(tmp_path, capsys):
 
 
 def test_existing_cohort_of_other_counts_is_refused(tmp_path, capsys):
-    make_data(tmp_path, 0, 0, 1)
-    make_data(tmp_path, 0, 0, 1)  # the same counts: reused
+    make_data(tmp_path, plain_cohorts(0, 0, 1))
+    make_data(tmp_path, plain_cohorts(0, 0, 1))  # the same counts: reused
     for counts in ((0, 0, 2), (0, 0, 0)):
         with pytest.raises(TsscError, match="subject"):
-            make_data(tmp_path, *counts)
+            make_data(tmp_path, plain_cohorts(*counts))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cardiac", "knee"]
+
+
+def test_moving_cohorts_are_named_after_their_folders(tmp_path, capsys):
+    cohorts = {k: v for k, v in moving_cohorts(0, 0, 1, 1).items() if k.endswith("turning")}
+    make_data(tmp_path, cohorts)
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
+        "cardiac_turning_000.json", "cardiac_turning_000.nii.gz",
+        "knee_turning_000.json", "knee_turning_000.nii.gz",
+    ]  # fmt: skip
+    assert (tmp_path / "knee_turning" / "knee_turning_000.nii.gz").is_file()
 
 
 def test_run_folder_needs_resume_or_overwrite(tmp_path, capsys):

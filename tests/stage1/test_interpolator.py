@@ -10,9 +10,11 @@ import torch
 
 from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
+from tssc_py.motion import demons_prior
 from tssc_py.stage1.diffusion import ScheduleConfig
 from tssc_py.stage1.interpolator import (
     FLIP_DIMS,
+    PRIOR_DEMONS,
     Stage1,
     Stage1Config,
     linear_prior,
@@ -23,7 +25,7 @@ from tssc_py.stage1.model import DiTConfig
 
 
 def _config(**changes: object) -> Stage1Config:
-    model = DiTConfig(patch_size=4, hidden=32, depth=1, heads=2, prior=True)
+    model = DiTConfig(patch_size=4, hidden=32, depth=1, heads=2, priors=1)
     return Stage1Config(**{"model": model, "frames": 6, "size": (8, 8), **changes})
 
 
@@ -87,6 +89,23 @@ def test_untrained_model_returns_the_blend_and_known_frames_bit_for_bit() -> Non
     out = stage1.sample(x, known, steps=5, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[known], x[known])
     torch.testing.assert_close(out, linear_prior(x, known), atol=1e-6, rtol=0)
+
+
+def test_an_untrained_demons_model_returns_the_registration_prior() -> None:
+    torch.manual_seed(0)
+    stage1 = Stage1(_config(prior="demons", size=(16, 16)))
+    x = torch.zeros(2, 6, 16, 16)
+    for i in range(6):  # a square moving 6 voxels: the blend cross-fades, demons follows it
+        x[:, i, 4:9, 2 + i : 7 + i] = 1.0
+    known = torch.zeros(2, 6, dtype=torch.bool)
+    known[:, [0, 5]] = True
+    out = stage1.sample(x, known, steps=1)
+    torch.testing.assert_close(out, demons_prior(x, known, PRIOR_DEMONS), atol=1e-6, rtol=0)
+    assert stage1.loss(x, known).item() >= 0
+    # The checkpoint's config names the prior: inference uses what training used.
+    assert Stage1Config.from_dict(stage1.config.to_dict()).prior == "demons"
+    with pytest.raises(TsscError, match="prior must be one of none, linear, demons"):
+        _config(prior="flow")
 
 
 def _randomize(stage1: Stage1) -> Stage1:
@@ -208,18 +227,18 @@ def test_config_checks_and_round_trip() -> None:
     config = _config(scale=2.5)
     assert Stage1Config.from_dict(config.to_dict()) == config
     with pytest.raises(TsscError, match="prior input channel"):
-        _config(residual=False)
+        _config(prior="none")
     with pytest.raises(TsscError, match="not divisible by the patch size"):
         _config(size=(10, 8))
     with pytest.raises(TsscError, match="must have keys"):
         Stage1Config.from_dict({"model": {}})
-    plain = _config(model=DiTConfig(patch_size=4, hidden=32, depth=1, heads=2), residual=False)
+    plain = _config(model=DiTConfig(patch_size=4, hidden=32, depth=1, heads=2), prior="none")
     assert plain.schedule == ScheduleConfig(prediction="x0")
 
 
 def test_non_residual_model_samples_too() -> None:
     torch.manual_seed(0)
-    config = _config(model=DiTConfig(patch_size=4, hidden=32, depth=1, heads=2), residual=False)
+    config = _config(model=DiTConfig(patch_size=4, hidden=32, depth=1, heads=2), prior="none")
     stage1 = Stage1(config)
     x = _moving_square()
     known = torch.zeros(2, 6, dtype=torch.bool)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,8 @@ from tests.conftest import make_prepared, run_cli, tiny_train_config
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
+from tssc_py.methods.diffusion import Diffusion
+from tssc_py.stage1.interpolator import load_stage1
 from tssc_py.stage1.train import LOG_COLUMNS, TrainConfig, learning_rate, train
 from tssc_py.training import MAX_BATCH_SIZE, chosen_preset
 
@@ -83,16 +86,19 @@ def test_resume_keeps_the_saved_options(
     assert f"resuming with the saved options: lr {lr} (not 1.0), frames 6 (not 7)" in note
 
 
-def test_resume_of_a_run_saved_before_the_ssim_term_keeps_it_off(
-    prepared: Path, tmp_path: Path
-) -> None:
-    train([prepared], tmp_path / "run", tiny_train_config(steps=2), show_progress=False)
-    config_file = tmp_path / "run" / "checkpoint" / "config.json"
+def test_a_checkpoint_refuses_another_prior(prepared: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train([prepared], run, tiny_train_config(steps=2, prior="linear"), show_progress=False)
+    with pytest.raises(TsscError, match="was trained with prior linear, not demons"):
+        config = tiny_train_config(steps=3, prior="demons")
+        train([prepared], run, config, resume=True, typed=["prior"])
+    # A config edited to a prior of another input width does not load its weights.
+    config_file = run / "checkpoint" / "config.json"
     config = json.loads(config_file.read_text())
-    assert config["train"].pop("w_ssim") == TrainConfig().w_ssim > 0
-    config_file.write_text(json.dumps(config))  # as a checkpoint of a version without it
-    train([prepared], tmp_path / "run", TrainConfig(steps=3), resume=True, show_progress=False)
-    assert json.loads(config_file.read_text())["train"]["w_ssim"] == 0.0
+    config["stage1"]["prior"] = "demons+linear"
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(TsscError, match="needs 2 prior input channel"):
+        load_stage1(run / "checkpoint")
 
 
 def test_refusals(prepared: Path, tmp_path: Path) -> None:
@@ -216,3 +222,19 @@ def test_resume_names_an_option_typed_at_its_default(prepared: Path, tmp_path: P
     # Left out, the saved value is used without a word.
     resumed = run_cli("tssc-train-stage1", *common, "--steps", "3", "--resume")
     assert "resuming with the saved options" not in resumed.stderr
+
+
+def test_validation_samples_as_inference_does_and_says_so(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The defaults are the diffusion method's: validation scores what tssc-run will give.
+    method = inspect.signature(Diffusion.__init__).parameters
+    assert TrainConfig().val_steps == method["steps"].default == 1
+    assert TrainConfig().val_flips == method["flips"].default == 8
+    config = tiny_train_config(steps=2, prior="demons", val_steps=1, val_flips=2, device="cpu")
+    checkpoint = train([prepared], tmp_path / "run", config, show_progress=False)
+    line = [x for x in capsys.readouterr().err.splitlines() if x.startswith("step 2:")][-1]
+    assert "; demons prior " in line and line.endswith("(1 DDIM step(s), 2 flip(s); 2D SSIM)")
+    row = _rows(tmp_path / "run")[-1]
+    assert float(row["val_prior_psnr"]) > float(row["val_linear_psnr"]) - 3
+    assert load_checkpoint(checkpoint).config["stage1"]["prior"] == "demons"

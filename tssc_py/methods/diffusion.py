@@ -14,6 +14,7 @@ from torch import nn
 from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods.base import Method, register
+from tssc_py.stage1 import SAMPLING_FLIPS, SAMPLING_STEPS
 from tssc_py.stage1.interpolator import check_flips, check_samples, load_stage1, windows
 
 FINGERPRINT_KEYS = ("weights_sha256", "sampling")
@@ -82,14 +83,14 @@ class Diffusion(Method):
     def __init__(
         self,
         checkpoint: str | Path | None = None,
-        steps: int = 1,
+        steps: int = SAMPLING_STEPS,
         eta: float = 0.0,
         seed: int = 0,
         device: str = "auto",
         batch_size: int = 16,
         weights: str = "ema",
         samples: int = 1,
-        flips: int = 8,
+        flips: int = SAMPLING_FLIPS,
         compile: bool = False,
     ) -> None:
         if checkpoint is None:

@@ -8,3 +8,10 @@ DEVICES = ("auto", "cpu", "cuda")
 
 WEIGHTS = ("ema", "model")
 """Which stored weights inference uses: the EMA average (default) or the raw ones."""
+
+SAMPLING_STEPS = 1
+"""DDIM steps of the ``diffusion`` method by default, and of stage-1 validation: one step
+gives the model's mean estimate (the best PSNR / SSIM)."""
+
+SAMPLING_FLIPS = 8
+"""Flipped copies averaged by the ``diffusion`` method by default, and by validation."""

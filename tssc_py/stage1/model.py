@@ -36,6 +36,7 @@ DIT_LIMITS: dict[str, tuple[int, int]] = {
     "hidden": (4, 4096),
     "depth": (0, 64),
     "heads": (1, 64),
+    "priors": (0, 4),
 }
 """Smallest and largest of each :class:`DiTConfig` size. The maxima lie far above the DiT
 family (patches of 2 to 8, width up to 1152, 28 blocks, 16 heads in DiT-XL): a typo or a
@@ -55,8 +56,8 @@ class DiTConfig:
         depth: Number of transformer blocks.
         heads: Attention heads (must divide ``hidden``).
         mlp_ratio: MLP hidden width as a multiple of ``hidden``.
-        prior: Whether the model takes a second input channel, the interpolation prior (the
-            linear blend of the known frames), next to the noisy frames.
+        priors: Input channels next to the noisy frames: the interpolation priors computed
+            from the known frames (the first is what the residual is taken over), 0 for none.
     """
 
     patch_size: int = 8
@@ -64,7 +65,7 @@ class DiTConfig:
     depth: int = 12
     heads: int = 6
     mlp_ratio: float = 4.0
-    prior: bool = False
+    priors: int = 0
 
     def __post_init__(self) -> None:
         for name, (low, high) in DIT_LIMITS.items():
@@ -296,7 +297,7 @@ class VideoDiT(nn.Module):
         self.config = config if config is not None else DiTConfig()
         cfg = self.config
         p, d = cfg.patch_size, cfg.hidden
-        self.patch_embed = nn.Conv2d(2 if cfg.prior else 1, d, kernel_size=p, stride=p)
+        self.patch_embed = nn.Conv2d(1 + cfg.priors, d, kernel_size=p, stride=p)
         self.t_embedder = TimestepEmbedder(d)
         self.known_embed = nn.Embedding(2, d)  # index 0 unknown, 1 known
         self.blocks = nn.ModuleList(
@@ -354,7 +355,8 @@ class VideoDiT(nn.Module):
             x: (B, T, H, W) noisy frames (known frames may be clean), H and W divisible by p.
             t: (B,) diffusion timesteps, integer or float.
             known: (B, T) bool mask of the known (conditioning) frames.
-            prior: (B, T, H, W) interpolation prior; required exactly when ``config.prior``.
+            prior: (B, T, P, H, W) interpolation priors, ``P = config.priors``; None exactly
+                when it is 0.
 
         Returns:
             (B, T, H, W) prediction, same dtype as the model output.
@@ -372,15 +374,19 @@ class VideoDiT(nn.Module):
             raise TsscError(f"expected t of shape ({b},), got {tuple(t.shape)}")
         if known.shape != (b, nt):
             raise TsscError(f"expected known of shape ({b}, {nt}), got {tuple(known.shape)}")
-        if (prior is not None) != self.config.prior:
-            need = "needs" if self.config.prior else "takes no"
-            raise TsscError(f"this model {need} an interpolation prior")
-        if prior is not None and prior.shape != x.shape:
-            raise TsscError(f"prior shape {tuple(prior.shape)} differs from x {tuple(x.shape)}")
+        if (prior is not None) != bool(self.config.priors):
+            need = f"needs {self.config.priors}" if self.config.priors else "takes no"
+            raise TsscError(f"this model {need} interpolation prior(s)")
+        if prior is not None and prior.shape != (b, nt, self.config.priors, hh, ww):
+            raise TsscError(
+                f"prior shape {tuple(prior.shape)} is not {(b, nt, self.config.priors, hh, ww)}"
+            )
         gh, gw = hh // p, ww // p
         n = gh * gw
 
-        frames = x[:, :, None] if prior is None else torch.stack([x, prior], dim=2)  # (B,T,C,H,W)
+        frames = (
+            x[:, :, None] if prior is None else torch.cat([x[:, :, None], prior], dim=2)
+        )  # (B, T, 1 + P, H, W)
         tok = self.patch_embed(frames.reshape(b * nt, -1, hh, ww))  # (B*T, D, h, w)
         tok = tok.flatten(2).transpose(1, 2).reshape(b, nt, n, -1)  # (B, T, N, D)
         tok = tok + self.pos_embed(nt, gh, gw, x.device).to(tok.dtype)  # (B, T, N, D)

@@ -27,11 +27,12 @@ from tqdm import tqdm
 
 from tssc_py.device import autocast, check_network_fits, resolve_device
 from tssc_py.errors import TsscError, check_integer
-from tssc_py.metrics import versus_linear
+from tssc_py.metrics import sequence_scores, versus_linear
 from tssc_py.signals import deferred_stop
+from tssc_py.stage1 import SAMPLING_FLIPS, SAMPLING_STEPS
 from tssc_py.stage1.data import Sampler, Series, load_cohort, prepared_images, validation_set
 from tssc_py.stage1.diffusion import ScheduleConfig
-from tssc_py.stage1.interpolator import Stage1, Stage1Config, linear_prior
+from tssc_py.stage1.interpolator import PRIORS, Stage1, Stage1Config, check_flips, linear_prior
 from tssc_py.stage1.model import DIT_LIMITS, DiTConfig, VideoDiT, preset_config
 from tssc_py.training import (
     AUTO_PRESET,
@@ -53,6 +54,8 @@ LOG_COLUMNS = (
     "val_ssim",
     "val_linear_psnr",
     "val_linear_ssim",
+    "val_prior_psnr",
+    "val_prior_ssim",
 )
 
 
@@ -73,11 +76,15 @@ class TrainConfig(RunOptions):
         grad_clip: Gradient norm clip.
         ema_decay: EMA decay (ramped up from 0 over the first steps).
         scale: Residual multiplier before diffusion.
-        residual: Diffuse the residual over the linear blend.
+        prior: What the residual is taken over: ``linear`` (the blend in time), ``demons``
+            (the known frames registered and warped to each time), ``demons+linear`` (over
+            demons, with the blend as a further input), or ``none`` (no residual: the paper's
+            plain masked diffusion); see :mod:`~tssc_py.stage1.interpolator`.
         prediction: Diffusion target (``x0``, ``v`` or ``epsilon``).
         endpoint_fraction: Share of samples whose only known frames are the two ends.
         val_sequences: Validation sequences scored each time.
-        val_steps: DDIM steps during validation.
+        val_steps: DDIM steps during validation (by default the ``diffusion`` method's).
+        val_flips: Flipped copies averaged during validation (by default the method's).
         w_ssim: Weight of an SSIM term on the model's estimate of the unknown frames (see
             :meth:`~tssc_py.stage1.interpolator.Stage1.loss`); 0 for the plain diffusion loss.
             With the default 0.3 (and the flip copies at inference) the recipe's model beats
@@ -97,14 +104,16 @@ class TrainConfig(RunOptions):
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     scale: float = 4.0
-    residual: bool = True
+    prior: str = "demons"
     prediction: str = "x0"
     endpoint_fraction: float = 0.5
     val_sequences: int = 16
-    val_steps: int = 10
+    val_steps: int = SAMPLING_STEPS
+    val_flips: int = SAMPLING_FLIPS
     w_ssim: float = 0.3
 
-    ADDED: ClassVar[dict[str, Any]] = {"w_ssim": 0.0}
+    # What the network predicts and over which prior: a resumed run cannot change them.
+    FIXED: ClassVar[tuple[str, ...]] = ("prior", "prediction")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,6 +122,7 @@ class TrainConfig(RunOptions):
                 raise TsscError(f"{name} is too small: {getattr(self, name)}")
         if not 0 <= self.w_ssim < math.inf:
             raise TsscError(f"w_ssim must be a finite number >= 0, got {self.w_ssim}")
+        check_flips(self.val_flips)
         if self.warmup < 0:
             raise TsscError(f"warmup must be >= 0, got {self.warmup}")
         if not 0 <= self.endpoint_fraction <= 1 or not 0 <= self.ema_decay < 1:
@@ -137,14 +147,14 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 def _stage1_config(config: TrainConfig, cohort: list[Series]) -> Stage1Config:
     model = preset_config(config.preset).to_dict()
-    model.update(config.model_overrides(), prior=config.residual)
+    model.update(config.model_overrides(), priors=len(PRIORS.get(config.prior, ())))
     size = cohort[0].stacks.shape[2:]
     return Stage1Config(
         model=DiTConfig.from_dict(model),
         schedule=ScheduleConfig(prediction=config.prediction),
         frames=config.frames,
         size=(int(size[0]), int(size[1])),
-        residual=config.residual,
+        prior=config.prior,
         scale=config.scale,
         prepare=cohort[0].prepare,
     )
@@ -154,25 +164,50 @@ def evaluate(
     stage1: Stage1,
     model: VideoDiT,
     sequences: np.ndarray,
-    steps: int,
+    config: TrainConfig,
     device: torch.device,
-    batch_size: int,
 ) -> dict[str, float]:
-    """PSNR / SSIM (2D) of the EMA model and of the linear blend on held-out sequences."""
+    """PSNR / SSIM (2D, per frame) of the EMA model sampled as inference samples it
+    (``val_steps`` DDIM steps, ``val_flips`` copies), of the linear blend and of the model's
+    prior, on held-out sequences filled from their end frames."""
     model.eval()
     x = torch.from_numpy(sequences)
     known = torch.zeros(x.shape[:2], dtype=torch.bool)
     known[:, [0, -1]] = True
     gen = torch.Generator().manual_seed(0)
-    outs = []
-    for i in range(0, len(x), batch_size):
-        xb, kb = x[i : i + batch_size].to(device), known[i : i + batch_size].to(device)
+    outs, priors = [], []
+    for i in range(0, len(x), config.batch_size):
+        xb, kb = (
+            x[i : i + config.batch_size].to(device),
+            known[i : i + config.batch_size].to(device),
+        )
         with autocast(device):
-            outs.append(stage1.sample(xb, kb, steps, 0.0, gen, model=model).float().cpu())
-    pred = torch.cat(outs)[:, 1:-1].numpy()
-    blend = linear_prior(x, known)[:, 1:-1].numpy()
+            outs.append(
+                stage1.sample(
+                    xb, kb, config.val_steps, 0.0, gen, model=model, flips=config.val_flips
+                )
+                .float()
+                .cpu()
+            )
+        prior = stage1.prior(xb, kb)
+        priors.append((xb if prior is None else prior[:, :, 0]).float().cpu())
     truth = x[:, 1:-1].numpy()
-    return versus_linear(pred, blend, truth)
+    pred = torch.cat(outs)[:, 1:-1].numpy()
+    scores = versus_linear(pred, linear_prior(x, known)[:, 1:-1].numpy(), truth)
+    prior_psnr, prior_ssim = sequence_scores(torch.cat(priors)[:, 1:-1].numpy(), truth)
+    return {**scores, "val_prior_psnr": prior_psnr, "val_prior_ssim": prior_ssim}
+
+
+def validation_line(step: int, scores: dict[str, float], config: TrainConfig) -> str:
+    """The progress line of a validation: the model's scores next to the linear blend's (and
+    the prior's, when that is not the blend), and how the model was sampled."""
+    line = versus_linear_line(step, scores)
+    if config.prior not in ("none", "linear"):
+        line += (
+            f"; {config.prior} prior {scores['val_prior_psnr']:.2f} dB, "
+            f"SSIM {scores['val_prior_ssim']:.4f}"
+        )
+    return f"{line} ({config.val_steps} DDIM step(s), {config.val_flips} flip(s); 2D SSIM)"
 
 
 def train(
@@ -282,11 +317,9 @@ def train(
                     "grad_norm": grad_norm,
                 }
                 if validate:
-                    scores = evaluate(
-                        stage1, ema, val_sequences, config.val_steps, device, config.batch_size
-                    )
+                    scores = evaluate(stage1, ema, val_sequences, config, device)
                     row.update(scores)
-                    bar.write(versus_linear_line(step, scores), file=sys.stderr)
+                    bar.write(validation_line(step, scores, config), file=sys.stderr)
                 run.log(row)
                 losses = []
             if checkpoint:
