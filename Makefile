@@ -13,7 +13,12 @@ JOBS ?= 2
 # wheel); elsewhere https://download.pytorch.org/whl/cpu, as PyPI's Linux wheel is the CUDA one.
 TORCH_INDEX ?=
 
-.PHONY: install test lint typecheck demo benchmark stage1-cpu stage1-gpu stage2-cpu baselines-cpu clean
+# Nextflow's runtime, resolved from Maven Central (version pinned in tools/nextflow/pom.xml):
+# its JARs in .venv/share/nextflow/lib, the offline `nextflow` command in .venv/bin.
+NEXTFLOW := $(VENV)/bin/nextflow
+NEXTFLOW_LIB := $(VENV)/share/nextflow/lib
+
+.PHONY: install nextflow test lint typecheck demo benchmark stage1-cpu stage1-gpu stage2-cpu baselines-cpu clean
 
 $(STAMP): pyproject.toml $(wildcard bin/tssc-*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +29,21 @@ $(STAMP): pyproject.toml $(wildcard bin/tssc-*)
 
 install: $(STAMP)
 
+$(NEXTFLOW): tools/nextflow/pom.xml tools/nextflow/nextflow | $(STAMP)
+	rm -rf $(NEXTFLOW_LIB).tmp
+	mvn -B -q -f tools/nextflow/pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=$(abspath $(NEXTFLOW_LIB)).tmp
+	rm -rf $(NEXTFLOW_LIB)
+	mv $(NEXTFLOW_LIB).tmp $(NEXTFLOW_LIB)
+	install -m 755 tools/nextflow/nextflow $@
+
+nextflow: $(NEXTFLOW)
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+test: lint $(NEXTFLOW)
 	$(PY) -m pytest -n $(JOBS) tests
 
 # Not part of lint or test: a new release of a dependency's type stubs must not fail CI.

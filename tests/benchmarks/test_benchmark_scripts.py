@@ -93,7 +93,9 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize(("script", "argv", "says"), BAD_OPTIONS)
-def test_bad_option_is_one_error_line(capsys, script, argv, says):
+def test_bad_option_is_one_error_line(capsys, monkeypatch, tmp_path, script, argv, says):
+    # In a scratch folder: an option that is not refused runs the whole recipe in --out.
+    monkeypatch.chdir(tmp_path)
     assert says in one_error_line(capsys, script, argv)
 
 
