@@ -160,6 +160,29 @@ def _stage1_config(config: TrainConfig, cohort: list[Series]) -> Stage1Config:
     )
 
 
+def _known_ends(x: torch.Tensor) -> torch.Tensor:
+    """The known mask of validation: each sequence filled from its end frames."""
+    known = torch.zeros(x.shape[:2], dtype=torch.bool)
+    known[:, [0, -1]] = True
+    return known
+
+
+def prior_scores(
+    stage1: Stage1, sequences: np.ndarray, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """PSNR / SSIM (2D, per frame) of the model's prior on the held-out sequences: computed
+    once per run, as the prior depends on the known frames only, not on the weights."""
+    x = torch.from_numpy(sequences)
+    known = _known_ends(x)
+    priors = []
+    for i in range(0, len(x), batch_size):
+        xb, kb = x[i : i + batch_size].to(device), known[i : i + batch_size].to(device)
+        prior = stage1.prior(xb, kb)
+        priors.append((xb if prior is None else prior[:, :, 0]).float().cpu())
+    psnr, ssim = sequence_scores(torch.cat(priors)[:, 1:-1].numpy(), x[:, 1:-1].numpy())
+    return {"val_prior_psnr": psnr, "val_prior_ssim": ssim}
+
+
 def evaluate(
     stage1: Stage1,
     model: VideoDiT,
@@ -168,14 +191,13 @@ def evaluate(
     device: torch.device,
 ) -> dict[str, float]:
     """PSNR / SSIM (2D, per frame) of the EMA model sampled as inference samples it
-    (``val_steps`` DDIM steps, ``val_flips`` copies), of the linear blend and of the model's
-    prior, on held-out sequences filled from their end frames."""
+    (``val_steps`` DDIM steps, ``val_flips`` copies) and of the linear blend on held-out
+    sequences filled from their end frames."""
     model.eval()
     x = torch.from_numpy(sequences)
-    known = torch.zeros(x.shape[:2], dtype=torch.bool)
-    known[:, [0, -1]] = True
+    known = _known_ends(x)
     gen = torch.Generator().manual_seed(0)
-    outs, priors = [], []
+    outs = []
     for i in range(0, len(x), config.batch_size):
         xb, kb = (
             x[i : i + config.batch_size].to(device),
@@ -189,13 +211,8 @@ def evaluate(
                 .float()
                 .cpu()
             )
-        prior = stage1.prior(xb, kb)
-        priors.append((xb if prior is None else prior[:, :, 0]).float().cpu())
-    truth = x[:, 1:-1].numpy()
     pred = torch.cat(outs)[:, 1:-1].numpy()
-    scores = versus_linear(pred, linear_prior(x, known)[:, 1:-1].numpy(), truth)
-    prior_psnr, prior_ssim = sequence_scores(torch.cat(priors)[:, 1:-1].numpy(), truth)
-    return {**scores, "val_prior_psnr": prior_psnr, "val_prior_ssim": prior_ssim}
+    return versus_linear(pred, linear_prior(x, known)[:, 1:-1].numpy(), x[:, 1:-1].numpy())
 
 
 def validation_line(step: int, scores: dict[str, float], config: TrainConfig) -> str:
@@ -268,6 +285,8 @@ def train(
 
     sampler = Sampler(train_set, config.frames, config.endpoint_fraction)
     val_sequences = validation_set(val_set, config.frames, config.val_sequences)
+    validating = len(val_sequences) > 0
+    val_prior = prior_scores(stage1, val_sequences, config.batch_size, device) if validating else {}
     saved_config = {
         "stage1": stage1_config.to_dict(),
         "train": asdict(config),
@@ -307,7 +326,7 @@ def train(
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{lr:.2e}")
             stop = stop_requested()
-            validate, checkpoint, logged = run.due(step, config, len(val_sequences) > 0, stop)
+            validate, checkpoint, logged = run.due(step, config, validating, stop)
             if logged:
                 row: dict[str, Any] = {
                     "step": step,
@@ -317,7 +336,7 @@ def train(
                     "grad_norm": grad_norm,
                 }
                 if validate:
-                    scores = evaluate(stage1, ema, val_sequences, config, device)
+                    scores = {**evaluate(stage1, ema, val_sequences, config, device), **val_prior}
                     row.update(scores)
                     bar.write(validation_line(step, scores, config), file=sys.stderr)
                 run.log(row)
