@@ -18,7 +18,7 @@ TORCH_INDEX ?=
 NEXTFLOW := $(VENV)/bin/nextflow
 NEXTFLOW_LIB := $(VENV)/share/nextflow/lib
 
-.PHONY: install nextflow test lint typecheck demo benchmark stage1-cpu stage1-gpu stage2-cpu baselines-cpu clean
+.PHONY: install nextflow slurm test lint typecheck demo benchmark stage1-cpu stage1-gpu stage2-cpu baselines-cpu clean
 
 $(STAMP): pyproject.toml $(wildcard bin/tssc-*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,12 +39,21 @@ $(NEXTFLOW): tools/nextflow/pom.xml tools/nextflow/nextflow | $(STAMP)
 
 nextflow: $(NEXTFLOW)
 
+# Debian's slurm-wlm and munge, for the tests that run the pipeline on a one-machine SLURM
+# cluster (tests/nextflow/slurm.py starts and stops its daemons). Installing needs root and
+# apt-get; elsewhere those tests are skipped, with the reason.
+slurm:
+	@if command -v slurmctld >/dev/null || test -x /usr/sbin/slurmctld; then :; \
+	elif test "$$(id -u)" = 0 && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; \
+	else echo "note: slurm-wlm and munge are not installed (needs root and apt-get): SLURM tests skipped"; fi
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint $(NEXTFLOW)
-	$(PY) -m pytest -n $(JOBS) tests
+test: lint $(NEXTFLOW) slurm
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup tests
 
 # Not part of lint or test: a new release of a dependency's type stubs must not fail CI.
 typecheck: $(STAMP)

@@ -9,14 +9,19 @@
  * See README "Running on a cluster with Nextflow".
  */
 
-include { validateParameters; paramsSummaryLog; samplesheetToList } from 'plugin/nf-schema'
+include { validateParameters; paramsSummary; helpMessage; samplesheetToList } from './subworkflows/local/utils_tssc_pipeline'
 include { SYNTH     } from './modules/local/synth'
 include { TRAINING  } from './workflows/training'
-include { INFERENCE } from './workflows/inference'
+include { INFERENCE; refinedName } from './workflows/inference'
 
 workflow {
-    validateParameters()
-    log.info paramsSummaryLog(workflow)
+    def schema = "${projectDir}/nextflow_schema.json"
+    if (isTrue(params.help)) {
+        log.info helpMessage(schema)
+        return
+    }
+    validateParameters(schema, params)
+    log.info paramsSummary(schema, params)
 
     // Boolean and number params: under the strict syntax parser (the default since Nextflow
     // 26.04) a command-line value is a string ('false' is truthy); validateParameters() only
@@ -60,10 +65,9 @@ workflow {
             error "--refine_checkpoint: stage 2 refines the ${params.refine_method} output; add ${params.refine_method} to --methods (or give --skip_refine)"
         }
         if (training) {
-            log.warn "stage 2 trained in this run refines the ${params.refine_method} output, which --methods does not include: no tssc output"
+            log.warn "stage 2 trained in this run refines the ${params.refine_method} output, which --methods does not include: no ${refinedName(params.refine_method)} output"
         }
     }
-    ch_versions = channel.empty()
 
     // Synthetic cohorts (the test profile): 'cohort' stands for --input, 'train' for --train_input.
     def synthetic = []
@@ -74,7 +78,6 @@ workflow {
         synthetic << [id: 'train', seed: params.synth_seed.toString().toInteger() + 1]
     }
     SYNTH(channel.fromList(synthetic))
-    ch_versions = ch_versions.mix(SYNTH.out.versions)
     ch_synthetic = SYNTH.out.cohort.flatMap { meta, folder ->
         def sheet = folder.resolve('samplesheet.csv')
         sheet.splitCsv(header: true).collect { row ->
@@ -110,7 +113,6 @@ workflow {
             refineKind,
             kept.containsKey(refineKind) ? [kept[refineKind]] : []
         )
-        ch_versions = ch_versions.mix(TRAINING.out.versions)
         def keptFolders = kept.values() as List
         checkpoints = TRAINING.out.checkpoints.toList().map { folders -> keptFolders + folders }
         if (params.refine_checkpoint && !skipRefine) {
@@ -121,10 +123,9 @@ workflow {
     if (inference) {
         def dataset = params.dataset ?: (synth ? 'synthetic' : datasetLabel(params.input))
         INFERENCE(ch_input.map { meta, scan -> [meta + [mode: prepareMode], scan] }, checkpoints, ch_refine_checkpoint, dataset)
-        ch_versions = ch_versions.mix(INFERENCE.out.versions)
     }
 
-    ch_versions
+    channel.topic('versions')
         .map { versions -> versions.text }
         .collect()
         .map { texts -> mergeVersions(texts) }

@@ -166,9 +166,10 @@ def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) 
     ablation = report.ablation(cohort).set_index("metric")
     assert set(ablation["dataset"]) == {"knee"}  # cardiac lacks both methods
     assert list(ablation.index) == list(METRICS)
+    assert set(zip(ablation["method"], ablation["refined"], strict=True)) == {("diffusion", "tssc")}
     psnr = ablation.loc["psnr"]
-    assert (psnr["diffusion_mean"], psnr["diffusion_std"]) == pytest.approx((37.0, 2.0))
-    assert (psnr["tssc_mean"], psnr["tssc_std"]) == pytest.approx((43.0, 2.0))
+    assert (psnr["method_mean"], psnr["method_std"]) == pytest.approx((37.0, 2.0))
+    assert (psnr["refined_mean"], psnr["refined_std"]) == pytest.approx((43.0, 2.0))
     assert (psnr["difference_mean"], psnr["difference_std"]) == pytest.approx((6.0, 0.0))
     cross = ablation.loc["cross_slice"]  # per subject: 0.002 - 0.007, 0.002 - 0.005
     assert (cross["difference_mean"], cross["difference_std"]) == pytest.approx((-0.004, 0.001))
@@ -177,6 +178,22 @@ def test_summary_comparison_ablation_known_numbers(scores: Path, cardiac: Path) 
     worse = cohort.assign(mae=np.where(cohort["method"] == "tssc", 1.0, cohort["mae"]))
     assert report.ablation(worse).set_index("metric").loc["mae", "better"] == "diffusion"
     assert report.ablation(cohort[cohort["method"] != "tssc"]).empty
+
+
+def test_ablation_compares_each_refined_method_with_its_own_input(scores: Path) -> None:
+    frames = report.gather_datasets({"knee": [scores]})
+    cohort, _ = report.summarise(frames)
+    # Stage 2 over linear as well: linear_sc, better than linear by 1 dB of PSNR everywhere.
+    over_linear = cohort[cohort["method"] == "linear"].assign(method="linear_sc")
+    over_linear["psnr"] += 1.0
+    table = report.ablation(pd.concat([cohort, over_linear])).set_index(["refined", "metric"])
+    assert sorted(set(table.index.get_level_values(0))) == ["linear_sc", "tssc"]
+    linear = table.loc[("linear_sc", "psnr")]
+    assert linear["method"] == "linear" and linear["difference_mean"] == pytest.approx(1.0)
+    assert table.loc[("tssc", "psnr"), "method"] == "diffusion"
+    # A refinement whose input was not scored has nothing to be compared with.
+    alone = cohort[cohort["method"] != "diffusion"]
+    assert report.ablation(alone).empty
 
     paired = report.paired(cohort)
     assert list(paired.columns) == list(report.PAIRED_COLUMNS)

@@ -50,7 +50,7 @@ from tssc_py.metrics import (
 )
 from tssc_py.names import check_subject_id, inside
 from tssc_py.prepare import load_record
-from tssc_py.stage2 import REFINED, REFINES
+from tssc_py.stage2 import refined_pairs
 
 PATTERN = "*.frames.csv"
 PREPARED = "prepared"
@@ -97,9 +97,11 @@ PAIRED_COLUMNS = (
 )
 ABLATION_COLUMNS = (
     "dataset",
+    "method",
+    "refined",
     "metric",
     "subjects",
-    *(f"{name}_{s}" for name in (REFINES, REFINED, "difference") for s in ("mean", "std")),
+    *(f"{name}_{s}" for name in ("method", "refined", "difference") for s in ("mean", "std")),
     "better",
 )
 
@@ -403,29 +405,34 @@ def _paired_rows(
 
 
 def ablation(cohort: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 2: stage 1 alone (``diffusion``) against both stages (``tssc``).
+    """The paper's Table 2, for every refined method: stage 1 alone (``diffusion``) against
+    both stages (``tssc``), and any other method against stage 2 over it (``demons`` against
+    ``demons_sc``, :func:`tssc_py.stage2.refined_name`).
 
-    Only subjects scored with both methods count; the difference is ``tssc - diffusion`` per
+    Only subjects scored with both methods count; the difference is ``refined - method`` per
     subject, its mean and population std over those subjects.
 
     Args:
         cohort: The cohort table of :func:`summarise`.
 
     Returns:
-        One row per dataset (that has both methods) and metric: ``dataset, metric, subjects``,
-        ``{method}_mean, {method}_std`` of both methods, ``difference_mean, difference_std``
-        and ``better`` (the better method's name, ``equal``, or empty when not finite). Empty
-        when no dataset has both methods.
+        One row per dataset, refined method (whose input method the dataset has too) and
+        metric: ``dataset, method, refined, metric, subjects``, ``method_mean, method_std``
+        and ``refined_mean, refined_std`` over the shared subjects, ``difference_mean,
+        difference_std`` and ``better`` (the better method's name, ``equal``, or empty when
+        not finite). Empty when no dataset has a refined method and its input.
     """
     named = {
         f"{role}_{s}": f"{name}_{s}"
-        for role, name in (("baseline", REFINES), ("method", REFINED))
+        for role, name in (("baseline", "method"), ("method", "refined"))
         for s in ("mean", "std")
     }
     rows = []
     for dataset, table in cohort.groupby("dataset", sort=False):
-        for row in _paired_rows(str(dataset), table, REFINED, REFINES):
-            rows.append({named.get(key, key): value for key, value in row.items()})
+        for source, refined in refined_pairs(table["method"]):
+            for row in _paired_rows(str(dataset), table, refined, source):
+                row = {named.get(key, key): value for key, value in row.items()}
+                rows.append({**row, "method": source, "refined": refined})
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
 
 
@@ -882,13 +889,14 @@ def write_report(
         overwrite: Replace existing outputs.
 
     Returns:
-        In ``out``: ``frames.csv`` (per frame), ``cohort.csv`` (per subject), ``summary.csv``
-        (per dataset and method: means and stds), ``comparison.csv`` (the same as
-        ``mean ± std`` texts), ``paired.csv`` (every method against ``linear``, only when
-        another method shares subjects with it), ``ablation.csv`` (only when a dataset has
-        both ``diffusion`` and ``tssc``), ``psnr_per_frame.png``, ``examples.DATASET.png`` and
-        ``errors.DATASET.png`` (for each dataset folder that is a ``tssc-run`` output with
-        filled series) and ``report.html``; all are written, or none.
+        In ``out``: ``frames.csv`` (per frame), ``cohort.csv`` (per subject),
+        ``summary.csv`` (per dataset and method: means and stds), ``comparison.csv`` (the
+        same as ``mean ± std`` texts), ``paired.csv`` (every method against ``linear``, only
+        when another method shares subjects with it), ``ablation.csv`` (only when a dataset
+        has a method and stage 2 over it, e.g. ``diffusion`` and ``tssc``),
+        ``psnr_per_frame.png``, ``examples.DATASET.png`` and ``errors.DATASET.png`` (for
+        each dataset folder that is a ``tssc-run`` output with filled series) and
+        ``report.html``; all are written, or none.
 
     Raises:
         TsscError: on bad inputs (see :func:`gather` and :func:`load_example`) or a refused
@@ -905,7 +913,11 @@ def write_report(
             "paired.csv",
             paired(cohort),
         ),
-        ("Ablation: stage 1 alone against both stages", "ablation.csv", ablation(cohort)),
+        (
+            "Ablation: each method against stage 2 over it (tssc: over diffusion)",
+            "ablation.csv",
+            ablation(cohort),
+        ),
         ("Summary per dataset and method", "summary.csv", summary),
         ("Per subject", "cohort.csv", cohort),
         ("Per frame", "frames.csv", frames),

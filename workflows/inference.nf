@@ -19,28 +19,22 @@ workflow INFERENCE {
     dataset               // the cohort's label in the report
 
     main:
-    ch_versions = channel.empty()
-
     PREPARE(ch_scans)
-    ch_versions = ch_versions.mix(PREPARE.out.versions)
 
     def methods = params.methods.tokenize(',')*.trim().unique()
     FILL(PREPARE.out.prepared, methods, checkpoints)
-    ch_versions = ch_versions.mix(FILL.out.versions)
 
-    // Stage 2 refines the --refine_method output; the result is the method 'tssc', the name
-    // tssc-run reports it under (tssc_py.stage2.REFINED).
+    // Stage 2 refines the --refine_method output; the result is a method of its own, named
+    // after what it refines (refinedName: 'tssc' for diffusion, as tssc-run reports it).
     ch_refine = FILL.out.filled
         .filter { meta, filled, record -> meta.method == params.refine_method }
-        .map { meta, filled, record -> [meta + [method: 'tssc'], filled, record] }
+        .map { meta, filled, record -> [meta + [method: refinedName(meta.method)], filled, record] }
         .combine(ch_refine_checkpoint)
     REFINE(ch_refine)
-    ch_versions = ch_versions.mix(REFINE.out.versions)
     ch_records = PREPARE.out.prepared.map { meta, volume, record -> [meta.subject, record] }
     ch_filled = FILL.out.filled.mix(withRecord(REFINE.out.refined, ch_records))
 
     RESTORE(ch_filled)
-    ch_versions = ch_versions.mix(RESTORE.out.versions)
 
     if (params.mode == 'evaluate') {
         ch_truth = PREPARE.out.prepared.map { meta, volume, record -> [meta.subject, volume] }
@@ -49,7 +43,6 @@ workflow INFERENCE {
             .combine(ch_truth, by: 0)
             .map { subject, meta, filled, record, truth -> [meta, filled, truth, record] }
         METRICS(ch_scores)
-        ch_versions = ch_versions.mix(METRICS.out.versions)
 
         // The example figures show one subject: its prepared truth and every method's series.
         ch_figure_subject = ch_scans.map { meta, scan -> meta.subject }.toList().map { subjects -> figureSubject(subjects) }
@@ -71,12 +64,10 @@ workflow INFERENCE {
             ch_example_prepared,
             ch_example_filled
         )
-        ch_versions = ch_versions.mix(REPORT.out.versions)
     }
 
     emit:
     restored = RESTORE.out.restored
-    versions = ch_versions
 }
 
 // --figure_subject, checked against the input's subjects; by default the first, as tssc-run.
@@ -88,4 +79,10 @@ def figureSubject(subjects) {
         error "--figure_subject ${params.figure_subject} is not a subject of the input (${subjects.join(', ')})"
     }
     return params.figure_subject
+}
+
+// The method name of stage 2 over a method's output: 'tssc' over diffusion (the full TSSC-Net),
+// METHOD_sc over any other (tssc_py.stage2.refined_name; a test keeps them equal).
+def refinedName(method) {
+    return method == 'diffusion' ? 'tssc' : "${method}_sc"
 }

@@ -21,18 +21,13 @@ workflow TRAINING {
     refine_given   // its checkpoint/ folder when no model of that kind is trained here (a list)
 
     main:
-    ch_versions = channel.empty()
-
     PREPARE(ch_scans)
-    ch_versions = ch_versions.mix(PREPARE.out.versions)
     ch_volumes = PREPARE.out.prepared.map { meta, volume, record -> volume }.collect()
     ch_records = PREPARE.out.prepared.map { meta, volume, record -> record }.collect()
 
     TRAIN_STAGE1(ch_volumes, ch_records)
-    ch_versions = ch_versions.mix(TRAIN_STAGE1.out.versions)
 
     TRAIN_BASELINE(ch_volumes, ch_records, channel.fromList(baselines))
-    ch_versions = ch_versions.mix(TRAIN_BASELINE.out.versions)
 
     ch_refine_checkpoint = channel.empty()
     if (train_stage2) {
@@ -48,14 +43,11 @@ workflow TRAINING {
                 .collect()
         }
         FILL(PREPARE.out.prepared, [refine_method], ch_refine_model)
-        ch_versions = ch_versions.mix(FILL.out.versions)
         TRAIN_STAGE2(ch_volumes, ch_records, FILL.out.filled.map { meta, filled, record -> filled }.collect())
-        ch_versions = ch_versions.mix(TRAIN_STAGE2.out.versions)
         ch_refine_checkpoint = TRAIN_STAGE2.out.checkpoint
     }
 
     emit:
     checkpoints       = TRAIN_STAGE1.out.checkpoint.mix(TRAIN_BASELINE.out.checkpoint)  // checkpoint/ folders: stage 1 and each baseline
     refine_checkpoint = ch_refine_checkpoint  // stage-2 checkpoint folder (none with --skip_refine)
-    versions          = ch_versions
 }

@@ -31,3 +31,16 @@ def shellQuoteAll(files) {
 def optionArgs(flag, files) {
     return stagedList(files).collect { file -> optionArg(flag, file) }.join(' ')
 }
+
+// A process's options from its ext.options map (conf/modules.config): --name 'value' for each
+// entry that is not null or false, the bare --name for true; names are the commands' options.
+def extOptions(options) {
+    return (options ?: [:]).collect { name, value -> optionArg("--${name}", value) }.findAll { text -> text }.join(' ')
+}
+
+// A stub's versions.yml, written without Python: the pipeline's own version is tssc's (a test
+// keeps manifest.version equal to tssc_py.__version__).
+def stubVersions(process, version) {
+    def yaml = "\"${process}\":\n    tssc: \"${version}\"\n"
+    return "printf '%s' ${shellQuote(yaml)} > versions.yml"
+}

@@ -89,6 +89,7 @@ BAD_OPTIONS = [
         "leave none for training",
     ),
     ("stage2_recipe", ["--w-tv", "-1"], "at least 0"),
+    ("pipeline", ["--out", "."], "exists; give a new folder"),
 ]
 
 

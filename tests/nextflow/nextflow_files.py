@@ -1,8 +1,9 @@
 """Reading the pipeline's Nextflow files from Python: processes, their sections and commands.
 
-Nextflow cannot run on our machines, so the tests read main.nf, the modules and the configs as
-text. reftrace parses them (and so checks their syntax) and gives each process's directives;
-what it does not expose (input/output/script/stub sections, commands) is read here.
+The real runs (tests/nextflow/test_pipeline_*.py) show what the pipeline does; these readers let
+the contract tests check what a run cannot reach in minutes: every option of every command a
+process may be given, for every value of the params. reftrace parses the files and gives each
+process's directives; what it does not expose (sections, commands) is read here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ NF_FILES = sorted(
 )
 CONFIG_FILES = [REPO / "nextflow.config", *sorted(REPO.glob("conf/*.config"))]
 SECTIONS = ("input", "output", "when", "script", "shell", "exec", "stub")
-STUB_COMMANDS = ("mkdir", "touch", "printf")
 VERSIONS = "tssc-versions"
 
 
@@ -128,7 +128,7 @@ REPEATED = "«values»"
 
 
 def _is_option_expr(word: str) -> bool:
-    return word.startswith(("«optionArg(", "«optionArgs(")) or word == "«args»"
+    return word.startswith(("«optionArg(", "«optionArgs(")) or word in ("«args»", "«options»")
 
 
 def commands(template: str) -> list[Command]:
@@ -197,11 +197,6 @@ def processes(paths: list[Path] = NF_FILES) -> list[Process]:
             sections = {parts[k]: parts[k + 1] for k in range(1, len(parts) - 1, 2)}
             found.append(Process(path, match.group(1), parts[0], sections))
     return found
-
-
-def glob_of(pattern: str) -> str:
-    """An output pattern with every interpolation as ``*``."""
-    return _replace_interpolations(pattern, lambda expr: "*")
 
 
 class Expression(str):
@@ -286,6 +281,24 @@ def ext_args() -> list[tuple[Path, str, str]]:
             block = text[match.end() : matching_brace(text, match.end() - 1)]
             for value in re.findall(r"ext\.args\s*=\s*'([^']*)'", block):
                 found.append((path, match.group(1), value))
+    return found
+
+
+def ext_options() -> list[tuple[Path, str, list[str]]]:
+    """Every ``ext.options = { [name: value, ...] }`` of the configs: (file, withName selector,
+    the option names)."""
+    found = []
+    for path in CONFIG_FILES:
+        text = path.read_text()
+        for match in re.finditer(r"withName:\s*'([^']+)'\s*\{", text):
+            block = text[match.end() : matching_brace(text, match.end() - 1)]
+            start = block.find("ext.options")
+            if start == -1:
+                continue
+            brace = block.index("{", start)
+            body = block[brace : matching_brace(block, brace) + 1]
+            names = re.findall(r"(?:\[|,)\s*(?:'([a-z0-9-]+)'|([a-z0-9]+))\s*:", body)
+            found.append((path, match.group(1), [a or b for a, b in names]))
     return found
 
 

@@ -1,14 +1,14 @@
 """The contract between the Nextflow processes and the bin/ scripts they run.
 
 Every command of every process's script: block is a bin/ script that exists and is executable,
-given only options its click command accepts (flags without values, valued options with one)
-and every option it requires; every stub: block creates each output the process declares; every
-value that reaches a script is shell-quoted.
+given only options its click command accepts (flags without values, valued options with one),
+every option it requires, and, through conf/modules.config's ext.options, only options it has;
+every value that reaches a script is shell-quoted. What a stub makes, and that the checkpoints
+staged side by side do not collide, the real stub runs show (test_pipeline_stub.py).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 
@@ -17,13 +17,12 @@ import pytest
 from tests.nextflow.nextflow_files import (
     REPEATED,
     REPO,
-    STUB_COMMANDS,
     VERSIONS,
     Command,
     Process,
     commands,
     ext_args,
-    glob_of,
+    ext_options,
     interpolations,
     option_table,
     processes,
@@ -79,47 +78,10 @@ def test_each_process_runs_one_bin_script_and_reports_versions(process: Process)
     assert any(pattern == "versions.yml" for pattern, _, _ in process.outputs())
 
 
-def _created_paths(stub: list[Command]) -> list[tuple[str, bool]]:
-    """Files and folders a stub makes: (path with interpolations as X, is a folder)."""
-
-    def literal(word: str) -> str:
-        inner = re.fullmatch(r'«shellQuote\("(.*)"\)»', word)
-        text = inner.group(1) if inner else word
-        return re.sub(r"«[^»]*»|\$\{[^}]*\}", "X", text)
-
-    made = []
-    for line in stub:
-        words = line.words
-        if line.name == "touch":
-            made += [(literal(w), False) for w in words]
-        elif line.name == "mkdir":
-            made += [(literal(w), True) for w in words if w != "-p"]
-        elif ">" in words:
-            made.append((literal(words[words.index(">") + 1]), False))
-        if line.name == VERSIONS:
-            made.append((literal(words[words.index("--out") + 1]), False))
-    return made
-
-
-@pytest.mark.parametrize("process", PROCESSES, ids=IDS)
-def test_stub_creates_every_declared_output(process: Process) -> None:
-    stub = commands(process.template("stub"))
-    assert stub, f"{process.name} has no stub"
-    allowed = (*STUB_COMMANDS, VERSIONS)
-    assert all(line.name in allowed for line in stub), [line.name for line in stub]
-    made = _created_paths(stub)
-    for pattern, _, folder in process.outputs():
-        wanted = glob_of(pattern)
-        hits = [path for path, is_dir in made if fnmatch.fnmatch(path, wanted)]
-        if folder:
-            hits = [h for h in hits if (h, True) in made]
-        assert hits, f"{process.name}: the stub makes nothing matching output {pattern!r}"
-
-
 def _quoted(expression: str) -> bool:
     # shellQuoteAll and optionArgs quote each of a list of staged files
-    helpers = ("shellQuote(", "shellQuoteAll(", "optionArg(", "optionArgs(")
-    return expression == "args" or expression.startswith(helpers)
+    helpers = ("shellQuote(", "shellQuoteAll(", "optionArg(", "optionArgs(", "stubVersions(")
+    return expression in ("args", "options") or expression.startswith(helpers)
 
 
 @pytest.mark.parametrize("process", PROCESSES, ids=IDS)
@@ -127,8 +89,16 @@ def test_every_value_reaching_a_script_is_quoted(process: Process) -> None:
     for section in ("script", "stub"):
         loose = [e for e in interpolations(process.template(section)) if not _quoted(e)]
         assert not loose, f"{process.name} {section}: unquoted {loose}"
-        groovy = process.groovy(section).strip()
-        assert groovy in ("", "def args = task.ext.args ?: ''"), groovy
+        # Options reach the script only through extOptions (quoted) and ext.args.
+        groovy = process.groovy(section)
+        assert re.findall(r"^\s*def (\w+) =", groovy, re.M) in (
+            [],
+            ["args"],
+            ["options", "args"],
+            ["row", "options", "unused", "args"],
+        ), groovy
+        assert "extOptions(" in groovy or "options" not in groovy
+        assert "params." not in groovy and "params." not in process.template(section)
 
 
 def test_quoting_helpers_escape_single_quotes() -> None:
@@ -174,6 +144,20 @@ def test_config_ext_args_are_options_of_the_command(path, selector: str, value: 
         assert not problems, f"{path.name} {selector}: {problems}"
 
 
+@pytest.mark.parametrize(
+    ("path", "selector", "names"), ext_options(), ids=[s for _, s, _ in ext_options()]
+)
+def test_config_ext_options_are_options_of_the_command(path, selector: str, names) -> None:
+    for process in _process_for(selector):
+        command = next(c for c in commands(process.template("script")) if c.name != VERSIONS)
+        assert "options" in command.expressions, f"{process.name} ignores task.ext.options"
+        table = option_table(command.name)
+        for name in names:
+            option = table.get(f"--{name}")
+            assert option is not None, f"{path.name} {selector}: {command.name} has no --{name}"
+            assert not option.is_flag, f"{path.name} {selector}: --{name} is a flag"
+
+
 def test_every_process_is_included_and_called() -> None:
     workflows = [REPO / "main.nf", *REPO.glob("workflows/*.nf"), *REPO.glob("subworkflows/**/*.nf")]
     text = "\n".join(p.read_text() for p in workflows)
@@ -198,41 +182,12 @@ def test_a_repeated_option_must_be_repeatable() -> None:
     )
 
 
-def test_interpolate_gets_every_checkpoint_each_in_its_own_folder() -> None:
-    # Every checkpoint folder is named checkpoint/: staged side by side they would collide.
-    interpolate = next(p for p in PROCESSES if p.name == "INTERPOLATE")
-    assert re.search(
-        r"^\s*path checkpoints, stageAs: 'checkpoints/\*/\*'", interpolate.sections["input"], re.M
-    )
-    command = commands(interpolate.template("script"))[0]
-    assert ("--checkpoint", REPEATED) in command.options()
-
-
-@pytest.mark.parametrize("process", PROCESSES, ids=IDS)
-def test_versions_name_the_device_a_process_ran_on(process: Process) -> None:
-    """The GPU and state-space backend in versions.yml are those of the task's --device."""
-    script = commands(process.template("script"))
-    tool, versions = script[0], next(c for c in script if c.name == VERSIONS)
-    runs_on_device = "--device" in dict(tool.options())
-    assert ("--device" in dict(versions.options())) == runs_on_device, process.name
-
-
-@pytest.mark.parametrize(
-    ("option", "param", "mode", "guard"),
-    [
-        # tssc-prepare refuses --frames-between outside upsample mode, and the training
-        # subjects are prepared in evaluate mode in the same run as an upsample cohort.
-        ("--frames-between", "frames_between", "upsample", "params.mode != 'upsample'"),
-        # It refuses --known-every in upsample mode; training subjects are prepared in
-        # evaluate mode (their frames the same choice as the cohort's).
-        ("--known-every", "known_every", "evaluate", "params.mode == 'upsample'"),
-    ],
-)
-def test_mode_only_options_reach_only_their_mode(
-    option: str, param: str, mode: str, guard: str
-) -> None:
+def test_mode_only_options_reach_only_their_mode() -> None:
+    # tssc-prepare refuses --frames-between outside upsample mode and --known-every in it, and
+    # the training subjects are prepared in evaluate mode in the same run as an upsample cohort.
     module = (REPO / "modules/local/prepare/main.nf").read_text()
-    lines = [line for line in module.splitlines() if f"'{option}'" in line]
-    assert len(lines) == 1 and f"meta.mode == '{mode}' ? params.{param} : null" in lines[0]
+    drop = "def unused = meta.mode == 'upsample' ? ['known-every'] : ['frames-between']"
+    assert drop in module
     main = (REPO / "main.nf").read_text()
-    assert f"params.{param} != null && {guard}" in main
+    assert "params.frames_between != null && params.mode != 'upsample'" in main
+    assert "params.known_every != null && params.mode == 'upsample'" in main

@@ -9,6 +9,7 @@ from tests.nextflow.nextflow_files import REPO, matching_brace
 CONFIG = (REPO / "nextflow.config").read_text()
 GPU = (REPO / "conf/gpu.config").read_text()
 GPU_LOCAL = (REPO / "conf/gpu_local.config").read_text()
+LOCAL = (REPO / "conf/local.config").read_text()
 
 
 def _profile(name: str) -> str:
@@ -21,11 +22,12 @@ def _includes(name: str) -> list[str]:
     return re.findall(r"includeConfig '([^']+)'", _profile(name))
 
 
-def test_only_the_one_machine_profile_caps_resources_at_the_machine() -> None:
-    assert _includes("gpu") == ["conf/gpu.config", "conf/gpu_local.config"]
+def test_only_the_one_machine_profiles_cap_resources_at_the_machine() -> None:
+    assert _includes("standard") == ["conf/local.config"]
+    assert _includes("gpu") == ["conf/gpu.config", "conf/local.config", "conf/gpu_local.config"]
     assert _includes("slurm_gpu") == ["conf/gpu.config", "conf/slurm_gpu.config"]
     assert "resourceLimits" not in GPU + (REPO / "conf/slurm_gpu.config").read_text()
-    limits = re.search(r"resourceLimits = \[(.*?)\n    \]", GPU_LOCAL, re.S)
+    limits = re.search(r"resourceLimits = \[(.*?)\n    \]", LOCAL, re.S)
     assert limits is not None
     assert "cpus  : nextflow.util.SysHelper.getAvailCpus()" in limits.group(1)
     assert "memory: nextflow.util.SysHelper.getAvailMemory()" in limits.group(1)

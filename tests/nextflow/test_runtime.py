@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
 from tests.nextflow.nextflow_files import REPO
+from tests.nextflow.runner import nextflow
 
-NEXTFLOW = Path(sys.executable).parent / "nextflow"
 POM = REPO / "tools" / "nextflow" / "pom.xml"
-
-
-def nextflow(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the project's ``nextflow`` in ``cwd`` with a home of its own (no network)."""
-    if not NEXTFLOW.exists():
-        pytest.fail(f"{NEXTFLOW} missing: run `make nextflow` (make test does)")
-    env = {**os.environ, "NXF_HOME": str(cwd / ".nxf-home")}
-    return subprocess.run(
-        [str(NEXTFLOW), *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_version_is_the_pinned_one(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from tssc_py.methods import Method, get_method, method_names
 from tssc_py.report import check_label
 from tssc_py.samplesheet import read_samplesheet
 from tssc_py.stage1.train import KIND as STAGE1_KIND
-from tssc_py.stage2 import REFINED, REFINES
+from tssc_py.stage2 import REFINED, REFINED_SUFFIX, REFINES, refined_name
 
 PARAMS_SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
 INPUT_SCHEMA = json.loads((REPO / "assets/schema_input.json").read_text())
@@ -63,6 +63,26 @@ def test_schemas_are_valid_draft_2020_12() -> None:
     for schema in (PARAMS_SCHEMA, INPUT_SCHEMA):
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         Draft202012Validator.check_schema(schema)
+
+
+# The keywords subworkflows/local/utils_tssc_pipeline checks, and those that only describe.
+CHECKED = {"type", "enum", "pattern", "minimum", "maximum", "multipleOf", "format", "exists"}
+DESCRIBING = {"description", "default", "hidden", "errorMessage", "schema", "meta"}
+
+
+def test_the_schemas_use_only_the_keywords_the_pipeline_checks() -> None:
+    entries = [*_properties(PARAMS_SCHEMA).values(), *INPUT_SCHEMA["items"]["properties"].values()]
+    used = {key for entry in entries for key in entry}
+    assert used <= CHECKED | DESCRIBING, used - CHECKED - DESCRIBING
+    formats = {entry["format"] for entry in entries if "format" in entry}
+    assert formats <= {"file-path", "directory-path"}
+    assert set(INPUT_SCHEMA) - {"$schema", "title", "description"} == {
+        "type",
+        "items",
+        "minItems",
+        "uniqueEntries",
+    }
+    assert set(INPUT_SCHEMA["items"]) == {"type", "properties", "required"}
 
 
 def test_every_param_has_a_schema_entry_and_a_valid_default() -> None:
@@ -113,7 +133,11 @@ def test_versions_and_stage_2_names_match_the_package() -> None:
     assert f"ARG TSSC_VERSION={__version__}" in (REPO / "containers/Dockerfile").read_text()
     assert f"TSSC_VERSION={__version__}" in (REPO / "containers/tssc.def").read_text()
     assert config_params()["refine_method"] == REFINES
-    assert f"[method: '{REFINED}']" in (REPO / "workflows/inference.nf").read_text()
+    inference = (REPO / "workflows/inference.nf").read_text()
+    assert "[method: refinedName(meta.method)]" in inference
+    # refinedName is tssc_py.stage2.refined_name
+    assert f"method == '{REFINES}' ? '{REFINED}' : \"${{method}}{REFINED_SUFFIX}\"" in inference
+    assert refined_name(REFINES) == REFINED and refined_name("demons") == "demons_sc"
 
 
 def test_size_bounds_match_the_package() -> None:

@@ -1,8 +1,37 @@
 """Stage 2: residual tri-directional Mamba refinement of the re-stacked volumes."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 # Here, not in refine.py, so that the report and the Nextflow tests name them without
 # importing torch.
 REFINED = "tssc"
 """Method name of stage 2 applied to the ``diffusion`` method's output (the full TSSC-Net)."""
 REFINES = "diffusion"
-"""The method whose output stage 2 refines."""
+"""The method whose output stage 2 refines in the paper (and in ``tssc-run``)."""
+REFINED_SUFFIX = "_sc"
+"""Stage 2 over any other method is that method's name and this suffix (spatial consistency)."""
+
+
+def refined_name(method: str) -> str:
+    """The method name of stage 2 over ``method``'s output: :data:`REFINED` over
+    :data:`REFINES`, ``METHOD_sc`` over any other (``demons_sc``)."""
+    return REFINED if method == REFINES else f"{method}{REFINED_SUFFIX}"
+
+
+def refined_pairs(methods: Iterable[str]) -> list[tuple[str, str]]:
+    """``(method, its refinement)`` for every refinement among ``methods`` whose input method is
+    among them too, in the order of the refinements."""
+    names = list(dict.fromkeys(methods))
+    pairs = []
+    for name in names:
+        if name == REFINED:
+            source = REFINES
+        elif name.endswith(REFINED_SUFFIX):
+            source = name.removesuffix(REFINED_SUFFIX)
+        else:
+            continue
+        if source in names and refined_name(source) == name:
+            pairs.append((source, name))
+    return pairs

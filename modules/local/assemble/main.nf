@@ -1,4 +1,4 @@
-include { shellQuote; shellQuoteAll } from '../functions'
+include { shellQuote; shellQuoteAll; stubVersions } from '../functions'
 
 process ASSEMBLE {
     tag "${meta.subject}:${meta.method}"
@@ -9,7 +9,7 @@ process ASSEMBLE {
 
     output:
     tuple val(meta), path("${meta.method}/${meta.subject}.nii"), emit: filled
-    path 'versions.yml'                                        , emit: versions
+    path 'versions.yml'                                        , topic: versions
 
     script:
     def args = task.ext.args ?: ''
@@ -28,6 +28,6 @@ process ASSEMBLE {
     mkdir -p ${shellQuote(meta.method)}
     touch ${shellQuote("${meta.method}/${meta.subject}.nii")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

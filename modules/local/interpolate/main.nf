@@ -1,4 +1,4 @@
-include { shellQuote; optionArg; optionArgs } from '../functions'
+include { shellQuote; optionArgs; extOptions; stubVersions } from '../functions'
 
 // One task per chunk and method; meta.method comes from --methods, never from a list here.
 // Every checkpoint of the run is handed over; the method takes the one of its kind.
@@ -12,35 +12,29 @@ process INTERPOLATE {
     path checkpoints, stageAs: 'checkpoints/*/*'  // checkpoint/ folders, each in its own folder
 
     output:
-    tuple val(meta), path("filled/${chunk.name}"), emit: filled
-    path 'versions.yml'                          , emit: versions
+    tuple val(meta), path("filled/${chunk.baseName}.npz"), emit: filled
+    path 'versions.yml'                          , topic: versions
 
     script:
+    def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''
     """
     tssc-interpolate \\
         --chunk ${shellQuote(chunk)} \\
         --method ${shellQuote(meta.method)} \\
-        --out ${shellQuote("filled/${chunk.name}")} \\
+        --out ${shellQuote("filled/${chunk.baseName}.npz")} \\
         ${optionArgs('--checkpoint', checkpoints)} \\
-        ${optionArg('--steps', params.steps)} \\
-        ${optionArg('--eta', params.eta)} \\
-        ${optionArg('--seed', params.seed)} \\
-        ${optionArg('--device', params.device)} \\
-        ${optionArg('--batch-size', params.batch_size)} \\
-        ${optionArg('--samples', params.samples)} \\
-        ${optionArg('--flips', params.flips)} \\
-        ${optionArg('--weights', params.weights)} \\
+        ${options} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
     """
 
     stub:
     """
     mkdir -p filled
-    touch ${shellQuote("filled/${chunk.name}")}
+    touch ${shellQuote("filled/${chunk.baseName}.npz")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process METRICS {
     tag "${meta.subject}:${meta.method}"
@@ -10,9 +10,10 @@ process METRICS {
     output:
     tuple val(meta), path("metrics/${meta.subject}.${meta.method}.frames.csv") , emit: frames
     tuple val(meta), path("metrics/${meta.subject}.${meta.method}.metrics.csv"), emit: metrics
-    path 'versions.yml'                                                        , emit: versions
+    path 'versions.yml'                                                        , topic: versions
 
     script:
+    def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''
     """
     tssc-metrics \\
@@ -21,7 +22,7 @@ process METRICS {
         --record ${shellQuote(record)} \\
         --method ${shellQuote(meta.method)} \\
         --out metrics \\
-        ${optionArg('--ssim', params.ssim)} \\
+        ${options} \\
         ${args}
 
     tssc-versions --process ${shellQuote(task.process)} --out versions.yml
@@ -32,6 +33,6 @@ process METRICS {
     mkdir -p metrics
     touch ${shellQuote("metrics/${meta.subject}.${meta.method}.frames.csv")} ${shellQuote("metrics/${meta.subject}.${meta.method}.metrics.csv")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process PREPARE {
     tag "${meta.subject}"
@@ -9,9 +9,17 @@ process PREPARE {
 
     output:
     tuple val(meta), path("${meta.subject}.nii"), path("${meta.subject}.json"), emit: prepared
-    path 'versions.yml'                                                         , emit: versions
+    path 'versions.yml'                                                         , topic: versions
 
     script:
+    // The row's frame range wins over the pipeline's; --frames-between is for upsample mode
+    // only, --known-every for evaluate mode only (tssc-prepare refuses them otherwise).
+    def row = [:]
+    row['start-frame'] = meta.start_frame
+    row['end-frame'] = meta.end_frame
+    def options = (task.ext.options ?: [:]) + row.findAll { name, value -> value != null }
+    def unused = meta.mode == 'upsample' ? ['known-every'] : ['frames-between']
+    options = extOptions(options.findAll { name, value -> !(name in unused) })
     def args = task.ext.args ?: ''
     """
     tssc-prepare \\
@@ -19,15 +27,7 @@ process PREPARE {
         --out ${shellQuote("${meta.subject}.nii")} \\
         --subject ${shellQuote(meta.subject)} \\
         --mode ${shellQuote(meta.mode)} \\
-        ${optionArg('--start-frame', meta.start_frame != null ? meta.start_frame : params.start_frame)} \\
-        ${optionArg('--end-frame', meta.end_frame != null ? meta.end_frame : params.end_frame)} \\
-        ${optionArg('--frames', params.frames)} \\
-        ${optionArg('--size', params.size)} \\
-        ${optionArg('--depth', params.depth)} \\
-        ${optionArg('--frames-between', meta.mode == 'upsample' ? params.frames_between : null)} \\
-        ${optionArg('--known-every', meta.mode == 'evaluate' ? params.known_every : null)} \\
-        ${optionArg('--low-percentile', params.low_percentile)} \\
-        ${optionArg('--high-percentile', params.high_percentile)} \\
+        ${options} \\
         ${args}
 
     tssc-versions --process ${shellQuote(task.process)} --out versions.yml
@@ -37,6 +37,6 @@ process PREPARE {
     """
     touch ${shellQuote("${meta.subject}.nii")} ${shellQuote("${meta.subject}.json")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

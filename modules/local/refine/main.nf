@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process REFINE {
     tag "${meta.subject}"
@@ -10,9 +10,10 @@ process REFINE {
 
     output:
     tuple val(meta), path("${meta.method}/${meta.subject}.nii"), emit: refined
-    path 'versions.yml'                                        , emit: versions
+    path 'versions.yml'                                        , topic: versions
 
     script:
+    def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''
     """
     tssc-refine \\
@@ -20,13 +21,10 @@ process REFINE {
         --record ${shellQuote(record)} \\
         --checkpoint ${shellQuote(checkpoint)} \\
         --out ${shellQuote("${meta.method}/${meta.subject}.nii")} \\
-        ${optionArg('--tile', params.tile)} \\
-        ${optionArg('--overlap', params.overlap)} \\
-        ${optionArg('--backend', params.backend)} \\
-        ${optionArg('--device', params.device)} \\
+        ${options} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
     """
 
     stub:
@@ -34,6 +32,6 @@ process REFINE {
     mkdir -p ${shellQuote(meta.method)}
     touch ${shellQuote("${meta.method}/${meta.subject}.nii")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

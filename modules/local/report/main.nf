@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; stubVersions } from '../functions'
 
 // The cohort report, laid out as a tssc-run folder (metrics/, and prepared/ + filled/METHOD/
 // of the figure subject) so that tssc-report writes the same tables and figures as tssc-run.
@@ -17,7 +17,7 @@ process REPORT {
     path 'report/*.csv'      , emit: tables   // comparison, paired (methods vs linear), ablation (diffusion and tssc), summary, cohort, frames
     path 'report/*.png'      , emit: figures  // psnr_per_frame, examples.DATASET, errors.DATASET
     path 'report/report.html', emit: html
-    path 'versions.yml'      , emit: versions
+    path 'versions.yml'      , topic: versions
 
     script:
     def args = task.ext.args ?: ''
@@ -38,6 +38,6 @@ process REPORT {
     touch report/psnr_per_frame.png ${shellQuote("report/examples.${dataset}.png")} ${shellQuote("report/errors.${dataset}.png")}
     touch report/report.html
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; stubVersions } from '../functions'
 
 process RESTORE {
     tag "${meta.subject}:${meta.method}"
@@ -9,7 +9,7 @@ process RESTORE {
 
     output:
     tuple val(meta), path("${meta.method}/${meta.subject}${meta.suffix}"), emit: restored
-    path 'versions.yml'                                                  , emit: versions
+    path 'versions.yml'                                                  , topic: versions
 
     script:
     def args = task.ext.args ?: ''
@@ -28,6 +28,6 @@ process RESTORE {
     mkdir -p ${shellQuote(meta.method)}
     touch ${shellQuote("${meta.method}/${meta.subject}${meta.suffix}")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process SPLIT {
     tag "${meta.subject}"
@@ -9,16 +9,17 @@ process SPLIT {
 
     output:
     tuple val(meta), path('chunks/*.npz'), emit: chunks
-    path 'versions.yml'                  , emit: versions
+    path 'versions.yml'                  , topic: versions
 
     script:
+    def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''
     """
     tssc-split \\
         --prepared ${shellQuote(prepared)} \\
         --record ${shellQuote(record)} \\
         --out chunks \\
-        ${optionArg('--chunk-size', params.chunk_size)} \\
+        ${options} \\
         ${args}
 
     tssc-versions --process ${shellQuote(task.process)} --out versions.yml
@@ -29,6 +30,6 @@ process SPLIT {
     mkdir -p chunks
     touch ${shellQuote("chunks/${meta.subject}.chunk000.npz")} ${shellQuote("chunks/${meta.subject}.chunk001.npz")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process SYNTH {
     tag "${meta.id}"
@@ -9,19 +9,16 @@ process SYNTH {
 
     output:
     tuple val(meta), path("${meta.id}", type: 'dir'), emit: cohort
-    path 'versions.yml'                                , emit: versions
+    path 'versions.yml'                                , topic: versions
 
     script:
+    def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''
     """
     tssc-synth \\
         --out ${shellQuote(meta.id)} \\
         --seed ${shellQuote(meta.seed)} \\
-        ${optionArg('--kind', params.synth_kind)} \\
-        ${optionArg('--subjects', params.synth_subjects)} \\
-        ${optionArg('--size', params.synth_size)} \\
-        ${optionArg('--depth', params.synth_depth)} \\
-        ${optionArg('--frames', params.synth_frames)} \\
+        ${options} \\
         ${args}
 
     tssc-versions --process ${shellQuote(task.process)} --out versions.yml
@@ -33,6 +30,6 @@ process SYNTH {
     touch ${shellQuote("${meta.id}/stub_000.nii.gz")} ${shellQuote("${meta.id}/stub_001.nii.gz")}
     printf 'subject,scan\\nstub_000,stub_000.nii.gz\\nstub_001,stub_001.nii.gz\\n' > ${shellQuote("${meta.id}/samplesheet.csv")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

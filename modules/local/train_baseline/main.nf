@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; extOptions; stubVersions } from '../functions'
 
 // One task per learned baseline of --train_baselines (tssc-train-baseline --model).
 process TRAIN_BASELINE {
@@ -15,9 +15,10 @@ process TRAIN_BASELINE {
     output:
     path "baselines/${model}/checkpoint", type: 'dir', emit: checkpoint
     path "baselines/${model}/log.csv"                , emit: log
-    path 'versions.yml'                               , emit: versions
+    path 'versions.yml'                               , topic: versions
 
     script:
+    def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''
     """
     tssc-train-baseline \\
@@ -25,17 +26,10 @@ process TRAIN_BASELINE {
         --out ${shellQuote("baselines/${model}")} \\
         --model ${shellQuote(model)} \\
         --no-progress \\
-        ${optionArg('--steps', params.train_baseline_steps)} \\
-        ${optionArg('--batch-size', params.train_baseline_batch_size)} \\
-        ${optionArg('--lr', params.train_baseline_lr)} \\
-        ${optionArg('--val-subjects', params.train_baseline_val_subjects)} \\
-        ${optionArg('--val-every', params.train_baseline_val_every)} \\
-        ${optionArg('--checkpoint-every', params.train_baseline_checkpoint_every)} \\
-        ${optionArg('--seed', params.train_baseline_seed)} \\
-        ${optionArg('--device', params.device)} \\
+        ${options} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
     """
 
     stub:
@@ -43,6 +37,6 @@ process TRAIN_BASELINE {
     mkdir -p ${shellQuote("baselines/${model}/checkpoint")}
     touch ${shellQuote("baselines/${model}/checkpoint/config.json")} ${shellQuote("baselines/${model}/log.csv")}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

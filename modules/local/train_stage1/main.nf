@@ -1,4 +1,4 @@
-include { shellQuote; optionArg } from '../functions'
+include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process TRAIN_STAGE1 {
     tag 'stage1'
@@ -13,28 +13,20 @@ process TRAIN_STAGE1 {
     output:
     path 'stage1/checkpoint', type: 'dir', emit: checkpoint
     path 'stage1/log.csv'                , emit: log
-    path 'versions.yml'                  , emit: versions
+    path 'versions.yml'                  , topic: versions
 
     script:
+    def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''
     """
     tssc-train-stage1 \\
         --data prepared \\
         --out stage1 \\
         --no-progress \\
-        ${optionArg('--preset', params.train_stage1_preset)} \\
-        ${optionArg('--steps', params.train_stage1_steps)} \\
-        ${optionArg('--batch-size', params.train_stage1_batch_size)} \\
-        ${optionArg('--lr', params.train_stage1_lr)} \\
-        ${optionArg('--w-ssim', params.train_stage1_w_ssim)} \\
-        ${optionArg('--val-subjects', params.train_stage1_val_subjects)} \\
-        ${optionArg('--val-every', params.train_stage1_val_every)} \\
-        ${optionArg('--checkpoint-every', params.train_stage1_checkpoint_every)} \\
-        ${optionArg('--seed', params.train_stage1_seed)} \\
-        ${optionArg('--device', params.device)} \\
+        ${options} \\
         ${args}
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
+    tssc-versions --process ${shellQuote(task.process)} --out versions.yml
     """
 
     stub:
@@ -42,6 +34,6 @@ process TRAIN_STAGE1 {
     mkdir -p stage1/checkpoint
     touch stage1/checkpoint/config.json stage1/log.csv
 
-    tssc-versions --process ${shellQuote(task.process)} --out versions.yml ${optionArg('--device', params.device)}
+    ${stubVersions(task.process, workflow.manifest.version)}
     """
 }

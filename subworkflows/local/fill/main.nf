@@ -14,10 +14,8 @@ workflow FILL {
     checkpoints  // checkpoint/ folders of the learned methods (a list, possibly empty)
 
     main:
-    ch_versions = channel.empty()
 
     SPLIT(ch_prepared)
-    ch_versions = ch_versions.mix(SPLIT.out.versions)
 
     // Each chunk carries its subject's chunk count so that groupTuple can emit a subject as
     // soon as its last chunk is filled instead of waiting for the whole cohort.
@@ -30,7 +28,6 @@ workflow FILL {
         .map { meta, chunk, method -> [meta + [method: method], chunk] }
 
     INTERPOLATE(ch_tasks, checkpoints)
-    ch_versions = ch_versions.mix(INTERPOLATE.out.versions)
 
     ch_records = ch_prepared.map { meta, volume, record -> [meta.subject, record] }
     ch_grouped = INTERPOLATE.out.filled
@@ -38,11 +35,9 @@ workflow FILL {
         .groupTuple()
         .map { key, chunks -> [key.getGroupTarget(), chunks] }
     ASSEMBLE(withRecord(ch_grouped, ch_records))
-    ch_versions = ch_versions.mix(ASSEMBLE.out.versions)
 
     emit:
     filled   = withRecord(ASSEMBLE.out.filled, ch_records)  // [ meta, filled volume, record ]
-    versions = ch_versions
 }
 
 // [ meta, files ] joined with its subject's record: [ meta, files, record ].
