@@ -10,6 +10,7 @@ include { RESTORE } from '../modules/local/restore'
 include { METRICS } from '../modules/local/metrics'
 include { REPORT  } from '../modules/local/report'
 include { FILL; withRecord } from '../subworkflows/local/fill'
+include { refinedName      } from '../subworkflows/local/utils_tssc_pipeline'
 
 workflow INFERENCE {
     take:
@@ -31,30 +32,30 @@ workflow INFERENCE {
         .map { meta, filled, record -> [meta + [method: refinedName(meta.method)], filled, record] }
         .combine(ch_refine_checkpoint)
     REFINE(ch_refine)
-    ch_records = PREPARE.out.prepared.map { meta, volume, record -> [meta.subject, record] }
+    ch_records = PREPARE.out.prepared.map { meta, volume, record -> [meta.id, record] }
     ch_filled = FILL.out.filled.mix(withRecord(REFINE.out.refined, ch_records))
 
     RESTORE(ch_filled)
 
     if (params.mode == 'evaluate') {
-        ch_truth = PREPARE.out.prepared.map { meta, volume, record -> [meta.subject, volume] }
+        ch_truth = PREPARE.out.prepared.map { meta, volume, record -> [meta.id, volume] }
         ch_scores = ch_filled
-            .map { meta, filled, record -> [meta.subject, meta, filled, record] }
+            .map { meta, filled, record -> [meta.id, meta, filled, record] }
             .combine(ch_truth, by: 0)
             .map { subject, meta, filled, record, truth -> [meta, filled, truth, record] }
         METRICS(ch_scores)
 
         // The example figures show one subject: its prepared truth and every method's series.
-        ch_figure_subject = ch_scans.map { meta, scan -> meta.subject }.toList().map { subjects -> figureSubject(subjects) }
+        ch_figure_subject = ch_scans.map { meta, scan -> meta.id }.toList().map { subjects -> figureSubject(subjects) }
         ch_example_prepared = PREPARE.out.prepared
             .combine(ch_figure_subject)
-            .filter { meta, volume, record, subject -> meta.subject == subject }
+            .filter { meta, volume, record, subject -> meta.id == subject }
             .map { meta, volume, record, subject -> [volume, record] }
             .collect()
         // Each series is METHOD/SUBJECT.nii in its task's folder: the METHOD folder is staged.
         ch_example_filled = ch_filled
             .combine(ch_figure_subject)
-            .filter { meta, filled, record, subject -> meta.subject == subject }
+            .filter { meta, filled, record, subject -> meta.id == subject }
             .map { meta, filled, record, subject -> filled.parent }
             .collect()
         REPORT(
@@ -79,10 +80,4 @@ def figureSubject(subjects) {
         error "--figure_subject ${params.figure_subject} is not a subject of the input (${subjects.join(', ')})"
     }
     return params.figure_subject
-}
-
-// The method name of stage 2 over a method's output: 'tssc' over diffusion (the full TSSC-Net),
-// METHOD_sc over any other (tssc_py.stage2.refined_name; a test keeps them equal).
-def refinedName(method) {
-    return method == 'diffusion' ? 'tssc' : "${method}_sc"
 }

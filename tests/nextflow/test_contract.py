@@ -188,6 +188,6 @@ def test_mode_only_options_reach_only_their_mode() -> None:
     module = (REPO / "modules/local/prepare/main.nf").read_text()
     drop = "def unused = meta.mode == 'upsample' ? ['known-every'] : ['frames-between']"
     assert drop in module
-    main = (REPO / "main.nf").read_text()
+    main = (REPO / "subworkflows/local/utils_tssc_pipeline/main.nf").read_text()
     assert "params.frames_between != null && params.mode != 'upsample'" in main
     assert "params.known_every != null && params.mode == 'upsample'" in main

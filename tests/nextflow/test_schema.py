@@ -26,6 +26,7 @@ from tssc_py.stage2 import REFINED, REFINED_SUFFIX, REFINES, refined_name
 PARAMS_SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
 INPUT_SCHEMA = json.loads((REPO / "assets/schema_input.json").read_text())
 TEST_SHEET = REPO / "assets/samplesheet_test.csv"
+UTILS = REPO / "subworkflows/local/utils_tssc_pipeline/main.nf"
 
 
 def _properties(schema: dict) -> dict[str, dict]:
@@ -135,8 +136,9 @@ def test_versions_and_stage_2_names_match_the_package() -> None:
     assert config_params()["refine_method"] == REFINES
     inference = (REPO / "workflows/inference.nf").read_text()
     assert "[method: refinedName(meta.method)]" in inference
+    utils = UTILS.read_text()
     # refinedName is tssc_py.stage2.refined_name
-    assert f"method == '{REFINES}' ? '{REFINED}' : \"${{method}}{REFINED_SUFFIX}\"" in inference
+    assert f"method == '{REFINES}' ? '{REFINED}' : \"${{method}}{REFINED_SUFFIX}\"" in utils
     assert refined_name(REFINES) == REFINED and refined_name("demons") == "demons_sc"
 
 
@@ -275,8 +277,8 @@ def _checkpoint_kinds() -> dict[str, str | None]:
 
 
 def test_the_pipeline_knows_each_method_s_checkpoint_kind() -> None:
-    """main.nf refuses a learned method without a model before anything runs, by its kind."""
-    text = (REPO / "main.nf").read_text()
+    """The pipeline refuses a learned method without a model before anything runs, by its kind."""
+    text = UTILS.read_text()
     listed = re.search(r"^\s*return \[(diffusion: .*)\]\[method\]$", text, re.M)
     assert listed is not None
     table = dict(re.findall(r"(\w+): '(\w+)'", listed.group(1)))
@@ -296,10 +298,10 @@ def test_method_params_name_registered_methods() -> None:
 
 
 def test_the_pipeline_knows_the_stage_1_checkpoint_kind() -> None:
-    assert f"['{STAGE1_KIND}'] + baselines" in (REPO / "main.nf").read_text()
+    assert f"['{STAGE1_KIND}'] + baselines" in UTILS.read_text()
 
 
 def test_checkpoint_kinds_match_the_package() -> None:
-    listed = re.search(r"^\s*def kinds = \[(.*)\]$", (REPO / "main.nf").read_text(), re.M)
+    listed = re.search(r"^\s*def kinds = \[(.*)\]$", UTILS.read_text(), re.M)
     assert listed is not None
     assert re.findall(r"'(\w+)'", listed.group(1)) == [STAGE1_KIND, *MODELS]

@@ -1,14 +1,14 @@
 include { shellQuote; shellQuoteAll; stubVersions } from '../functions'
 
 process ASSEMBLE {
-    tag "${meta.subject}:${meta.method}"
+    tag "${meta.id}:${meta.method}"
     label 'process_low'
 
     input:
     tuple val(meta), path(chunks, stageAs: 'filled/*'), path(record)
 
     output:
-    tuple val(meta), path("${meta.method}/${meta.subject}.nii"), emit: filled
+    tuple val(meta), path("${meta.method}/${meta.id}.nii"), emit: filled
     path 'versions.yml'                                        , topic: versions
 
     script:
@@ -16,7 +16,7 @@ process ASSEMBLE {
     """
     tssc-assemble \\
         --record ${shellQuote(record)} \\
-        --out ${shellQuote("${meta.method}/${meta.subject}.nii")} \\
+        --out ${shellQuote("${meta.method}/${meta.id}.nii")} \\
         ${args} \\
         ${shellQuoteAll(chunks)}
 
@@ -26,7 +26,7 @@ process ASSEMBLE {
     stub:
     """
     mkdir -p ${shellQuote(meta.method)}
-    touch ${shellQuote("${meta.method}/${meta.subject}.nii")}
+    touch ${shellQuote("${meta.method}/${meta.id}.nii")}
 
     ${stubVersions(task.process, workflow.manifest.version)}
     """

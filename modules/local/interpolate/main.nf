@@ -3,7 +3,7 @@ include { shellQuote; optionArgs; extOptions; stubVersions } from '../functions'
 // One task per chunk and method; meta.method comes from --methods, never from a list here.
 // Every checkpoint of the run is handed over; the method takes the one of its kind.
 process INTERPOLATE {
-    tag "${meta.subject}:${meta.method}:${chunk.baseName}"
+    tag "${meta.id}:${meta.method}:${chunk.baseName}"
     label 'process_medium'
     label 'process_gpu'
 

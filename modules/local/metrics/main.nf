@@ -1,15 +1,15 @@
 include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process METRICS {
-    tag "${meta.subject}:${meta.method}"
+    tag "${meta.id}:${meta.method}"
     label 'process_low'
 
     input:
     tuple val(meta), path(prediction, stageAs: 'prediction/*'), path(truth, stageAs: 'truth/*'), path(record)
 
     output:
-    tuple val(meta), path("metrics/${meta.subject}.${meta.method}.frames.csv") , emit: frames
-    tuple val(meta), path("metrics/${meta.subject}.${meta.method}.metrics.csv"), emit: metrics
+    tuple val(meta), path("metrics/${meta.id}.${meta.method}.frames.csv") , emit: frames
+    tuple val(meta), path("metrics/${meta.id}.${meta.method}.metrics.csv"), emit: metrics
     path 'versions.yml'                                                        , topic: versions
 
     script:
@@ -31,7 +31,7 @@ process METRICS {
     stub:
     """
     mkdir -p metrics
-    touch ${shellQuote("metrics/${meta.subject}.${meta.method}.frames.csv")} ${shellQuote("metrics/${meta.subject}.${meta.method}.metrics.csv")}
+    touch ${shellQuote("metrics/${meta.id}.${meta.method}.frames.csv")} ${shellQuote("metrics/${meta.id}.${meta.method}.metrics.csv")}
 
     ${stubVersions(task.process, workflow.manifest.version)}
     """

@@ -1,14 +1,14 @@
 include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process PREPARE {
-    tag "${meta.subject}"
+    tag "${meta.id}"
     label 'process_low'
 
     input:
     tuple val(meta), path(scan, stageAs: 'scan/*')
 
     output:
-    tuple val(meta), path("${meta.subject}.nii"), path("${meta.subject}.json"), emit: prepared
+    tuple val(meta), path("${meta.id}.nii"), path("${meta.id}.json"), emit: prepared
     path 'versions.yml'                                                         , topic: versions
 
     script:
@@ -24,8 +24,8 @@ process PREPARE {
     """
     tssc-prepare \\
         --scan ${shellQuote(scan)} \\
-        --out ${shellQuote("${meta.subject}.nii")} \\
-        --subject ${shellQuote(meta.subject)} \\
+        --out ${shellQuote("${meta.id}.nii")} \\
+        --subject ${shellQuote(meta.id)} \\
         --mode ${shellQuote(meta.mode)} \\
         ${options} \\
         ${args}
@@ -35,7 +35,7 @@ process PREPARE {
 
     stub:
     """
-    touch ${shellQuote("${meta.subject}.nii")} ${shellQuote("${meta.subject}.json")}
+    touch ${shellQuote("${meta.id}.nii")} ${shellQuote("${meta.id}.json")}
 
     ${stubVersions(task.process, workflow.manifest.version)}
     """

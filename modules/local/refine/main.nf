@@ -1,7 +1,7 @@
 include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process REFINE {
-    tag "${meta.subject}"
+    tag "${meta.id}"
     label 'process_medium'
     label 'process_gpu'
 
@@ -9,7 +9,7 @@ process REFINE {
     tuple val(meta), path(filled, stageAs: 'filled/*'), path(record), path(checkpoint)
 
     output:
-    tuple val(meta), path("${meta.method}/${meta.subject}.nii"), emit: refined
+    tuple val(meta), path("${meta.method}/${meta.id}.nii"), emit: refined
     path 'versions.yml'                                        , topic: versions
 
     script:
@@ -20,7 +20,7 @@ process REFINE {
         --filled ${shellQuote(filled)} \\
         --record ${shellQuote(record)} \\
         --checkpoint ${shellQuote(checkpoint)} \\
-        --out ${shellQuote("${meta.method}/${meta.subject}.nii")} \\
+        --out ${shellQuote("${meta.method}/${meta.id}.nii")} \\
         ${options} \\
         ${args}
 
@@ -30,7 +30,7 @@ process REFINE {
     stub:
     """
     mkdir -p ${shellQuote(meta.method)}
-    touch ${shellQuote("${meta.method}/${meta.subject}.nii")}
+    touch ${shellQuote("${meta.method}/${meta.id}.nii")}
 
     ${stubVersions(task.process, workflow.manifest.version)}
     """

@@ -1,14 +1,14 @@
 include { shellQuote; stubVersions } from '../functions'
 
 process RESTORE {
-    tag "${meta.subject}:${meta.method}"
+    tag "${meta.id}:${meta.method}"
     label 'process_low'
 
     input:
     tuple val(meta), path(filled, stageAs: 'filled/*'), path(record)
 
     output:
-    tuple val(meta), path("${meta.method}/${meta.subject}${meta.suffix}"), emit: restored
+    tuple val(meta), path("${meta.method}/${meta.id}${meta.suffix}"), emit: restored
     path 'versions.yml'                                                  , topic: versions
 
     script:
@@ -17,7 +17,7 @@ process RESTORE {
     tssc-restore \\
         --filled ${shellQuote(filled)} \\
         --record ${shellQuote(record)} \\
-        --out ${shellQuote("${meta.method}/${meta.subject}${meta.suffix}")} \\
+        --out ${shellQuote("${meta.method}/${meta.id}${meta.suffix}")} \\
         ${args}
 
     tssc-versions --process ${shellQuote(task.process)} --out versions.yml
@@ -26,7 +26,7 @@ process RESTORE {
     stub:
     """
     mkdir -p ${shellQuote(meta.method)}
-    touch ${shellQuote("${meta.method}/${meta.subject}${meta.suffix}")}
+    touch ${shellQuote("${meta.method}/${meta.id}${meta.suffix}")}
 
     ${stubVersions(task.process, workflow.manifest.version)}
     """

@@ -1,7 +1,7 @@
 include { shellQuote; extOptions; stubVersions } from '../functions'
 
 process SPLIT {
-    tag "${meta.subject}"
+    tag "${meta.id}"
     label 'process_single'
 
     input:
@@ -28,7 +28,7 @@ process SPLIT {
     stub:
     """
     mkdir -p chunks
-    touch ${shellQuote("chunks/${meta.subject}.chunk000.npz")} ${shellQuote("chunks/${meta.subject}.chunk001.npz")}
+    touch ${shellQuote("chunks/${meta.id}.chunk000.npz")} ${shellQuote("chunks/${meta.id}.chunk001.npz")}
 
     ${stubVersions(task.process, workflow.manifest.version)}
     """

@@ -29,7 +29,7 @@ workflow FILL {
 
     INTERPOLATE(ch_tasks, checkpoints)
 
-    ch_records = ch_prepared.map { meta, volume, record -> [meta.subject, record] }
+    ch_records = ch_prepared.map { meta, volume, record -> [meta.id, record] }
     ch_grouped = INTERPOLATE.out.filled
         .map { meta, chunk -> [groupKey(meta, meta.chunks), chunk] }
         .groupTuple()
@@ -43,7 +43,7 @@ workflow FILL {
 // [ meta, files ] joined with its subject's record: [ meta, files, record ].
 def withRecord(ch_items, ch_records) {
     return ch_items
-        .map { meta, files -> [meta.subject, meta, files] }
+        .map { meta, files -> [meta.id, meta, files] }
         .combine(ch_records, by: 0)
         .map { subject, meta, files, record -> [meta, files, record] }
 }
