@@ -1,9 +1,9 @@
 """Lint of the Nextflow files with reftrace and the project's own rules.
 
 reftrace parses every .nf and .config file and runs the rules below: every process has a tag,
-one standard resource label, a stub, a script and a versions.yml output on the versions topic;
-exactly the processes that run a network (their bin/ script has a ``--device`` option) carry
-the GPU label; config directives that read params are closures.
+one standard resource label, nf-core's ext.when switch, a stub, a script and a versions.yml
+output on the versions topic; exactly the processes that run a network (their bin/ script has a
+``--device`` option) carry the GPU label; config directives that read params are closures.
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ def script_stub_and_versions(module: reftrace.Module, results: LintResults) -> N
         for section in ("script", "stub"):
             if not found.template(section).strip():
                 results.errors.append(LintError(process.line, f"{process.name}: no {section}"))
+        # nf-core's switch: a config can turn a process off with ext.when = false
+        if found.sections.get("when", "").strip() != "task.ext.when == null || task.ext.when":
+            results.errors.append(LintError(process.line, f"{process.name}: no ext.when switch"))
         if not re.search(
             r"^\s*path 'versions.yml'\s*, topic: versions$", found.sections.get("output", ""), re.M
         ):
@@ -129,3 +132,4 @@ def test_rules_catch_a_process_without_tag_stub_or_versions(tmp_path, monkeypatc
     assert any("needs one of" in e for e in errors)
     assert any("runs no network" in e for e in errors)
     assert "BAD: no stub" in errors and any("versions.yml" in e for e in errors)
+    assert "BAD: no ext.when switch" in errors

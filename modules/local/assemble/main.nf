@@ -11,6 +11,9 @@ process ASSEMBLE {
     tuple val(meta), path("${meta.method}/${meta.id}.nii"), emit: filled
     path 'versions.yml'                                        , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """

@@ -15,6 +15,9 @@ process INTERPOLATE {
     tuple val(meta), path("filled/${chunk.baseName}.npz"), emit: filled
     path 'versions.yml'                          , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''

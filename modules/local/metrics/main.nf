@@ -12,6 +12,9 @@ process METRICS {
     tuple val(meta), path("metrics/${meta.id}.${meta.method}.metrics.csv"), emit: metrics
     path 'versions.yml'                                                        , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''

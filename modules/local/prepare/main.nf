@@ -11,6 +11,9 @@ process PREPARE {
     tuple val(meta), path("${meta.id}.nii"), path("${meta.id}.json"), emit: prepared
     path 'versions.yml'                                                         , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     // The row's frame range wins over the pipeline's; --frames-between is for upsample mode
     // only, --known-every for evaluate mode only (tssc-prepare refuses them otherwise).

@@ -12,6 +12,9 @@ process REFINE {
     tuple val(meta), path("${meta.method}/${meta.id}.nii"), emit: refined
     path 'versions.yml'                                        , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''

@@ -19,6 +19,9 @@ process REPORT {
     path 'report/report.html', emit: html
     path 'versions.yml'      , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """

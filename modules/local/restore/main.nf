@@ -11,6 +11,9 @@ process RESTORE {
     tuple val(meta), path("${meta.method}/${meta.id}${meta.suffix}"), emit: restored
     path 'versions.yml'                                                  , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """

@@ -11,6 +11,9 @@ process SPLIT {
     tuple val(meta), path('chunks/*.npz'), emit: chunks
     path 'versions.yml'                  , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''

@@ -11,6 +11,9 @@ process SYNTH {
     tuple val(meta), path("${meta.id}", type: 'dir'), emit: cohort
     path 'versions.yml'                                , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''

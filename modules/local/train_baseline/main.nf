@@ -17,6 +17,9 @@ process TRAIN_BASELINE {
     path "baselines/${model}/log.csv"                , emit: log
     path 'versions.yml'                               , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''

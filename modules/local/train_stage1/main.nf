@@ -15,6 +15,9 @@ process TRAIN_STAGE1 {
     path 'stage1/log.csv'                , emit: log
     path 'versions.yml'                  , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''

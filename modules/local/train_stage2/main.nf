@@ -16,6 +16,9 @@ process TRAIN_STAGE2 {
     path 'stage2/log.csv'                , emit: log
     path 'versions.yml'                  , topic: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def options = extOptions(task.ext.options)
     def args = task.ext.args ?: ''
