@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         from tests.nextflow import slurm
 
         config = args.out / "poll.config"
-        config.write_text(
-            "executor {\n    pollInterval = '1 sec'\n    queueStatInterval = '5 sec'\n}\n"
-        )
+        config.write_text(slurm.FAST_POLLING)
         with slurm.cluster(args.out / "slurm-cluster") as env:
             where = args.out / "slurm"
             seconds = _pipeline(where, "test,slurm_gpu", ["-c", config], env)

@@ -16,6 +16,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sinfo", "sbatch")
+FAST_POLLING = "executor {\n    pollInterval = '1 sec'\n    queueStatInterval = '5 sec'\n}\n"
+"""A config making Nextflow look for finished jobs every second (conf/slurm_gpu.config: every
+30 s, right for a shared cluster, slow for a test on this one)."""
 
 
 def missing() -> list[str]:

@@ -38,10 +38,7 @@ def _slurm_run(cluster: dict[str, str], where: Path, extra: str = "", *args: str
     """``-profile test,slurm_gpu`` in ``where``, Nextflow looking for finished jobs every second
     (slurm_gpu: every 30 s), the trace naming each task's job and folder."""
     config = where / "slurm_test.config"
-    config.write_text(
-        "executor {\n    pollInterval = '1 sec'\n    queueStatInterval = '5 sec'\n}\n"
-        f"trace.fields = '{FIELDS}'\n{extra}"
-    )
+    config.write_text(f"{slurm.FAST_POLLING}trace.fields = '{FIELDS}'\n{extra}")
     env = {"SLURM_CONF": cluster["SLURM_CONF"]}
     return run_pipeline(
         "-profile", "test,slurm_gpu", "-c", config, *args, cwd=where, timeout=3000, env=env

@@ -27,12 +27,9 @@ workflow PIPELINE_INITIALISATION {
         synthetic << [id: 'train', seed: params.synth_seed.toString().toInteger() + 1]
     }
     SYNTH(channel.fromList(synthetic))
-    // [ cohort, [ meta, scan ] ] of every synthetic subject
+    // [ cohort, [ meta, scan ] ] of every synthetic subject, read as any samplesheet
     ch_synthetic = SYNTH.out.cohort.flatMap { meta, folder ->
-        def sheet = folder.resolve('samplesheet.csv')
-        sheet.splitCsv(header: true).collect { row ->
-            [meta.id, scanInput([id: row.subject], row.scan, sheet)]
-        }
+        readSamplesheet(folder.resolve('samplesheet.csv')).collect { subject -> [meta.id, subject] }
     }
 
     ch_input = plan.synth
@@ -333,8 +330,9 @@ def validateParameters(schemaPath, values) {
 def helpMessage(schemaPath) {
     def usage = 'nextflow run main.nf -profile slurm_gpu,apptainer --input samplesheet.csv --outdir results'
     def lines = ["Usage: ${usage}", '']
-    def width = schemaParams(schemaPath).findAll { name, item -> !item[1].hidden }.keySet()*.size().max() + 2
-    schemaParams(schemaPath).findAll { name, item -> !item[1].hidden }.groupBy { name, item -> item[0] }.each { title, group ->
+    def shown = schemaParams(schemaPath).findAll { name, item -> !item[1].hidden }
+    def width = shown.keySet()*.size().max() + 2
+    shown.groupBy { name, item -> item[0] }.each { title, group ->
         lines << "${title}:"
         group.each { name, item ->
             def entry = item[1]
