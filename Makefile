@@ -106,7 +106,7 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/stage1_attention.py
 	$(PY) benchmarks/stage2.py
 
-# The stage-1 CPU recipe (about 75 minutes on 2 cores): trains a model over the demons prior
+# The stage-1 CPU recipe (about 40 minutes on 2 cores): trains a model over the rigid_demons prior
 # in stage1_cpu/stage1 on knees and hearts, some turning, and scores it against linear and
 # demons on held-out synthetic subjects, a held-out motion among them. Resume with ARGS=--resume.
 stage1-cpu: $(STAMP)

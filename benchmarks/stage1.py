@@ -11,7 +11,7 @@ stage1-gpu`` is the longer version for one GPU):
    because a model only learns the motion it sees (trained on knees alone, it added knee-like
    corrections to hearts); the turning subjects because large motion is what the method is for;
 2. prepares the training subjects (evaluate mode, ``--size 64 --depth 16``);
-3. trains stage 1 over the ``--prior`` (default ``demons``; resumable: run again with
+3. trains stage 1 over the ``--prior`` (default ``rigid_demons``; resumable: run again with
    ``--resume``, which also scores again and replaces ``OUT/results.csv``; ``--overwrite``
    starts afresh);
 4. runs ``linear``, ``demons`` and ``diffusion`` (the defaults: one DDIM step, mean of 8
@@ -55,8 +55,8 @@ from tssc_py.stage1.interpolator import PRIOR_CHOICES
 from tssc_py.stage1.train import TrainConfig, train
 
 # The CPU recipe: a 1.8 M-parameter DiT (patch 8: 64 tokens per frame), batch 8, over the
-# demons prior; the loss is the default's (diffusion loss + 0.3 * (1 - SSIM)). 4000 steps: the
-# prior's registration makes a step about 1.4 times as long as over the linear blend.
+# rigid_demons prior; the loss is the default's (diffusion loss + 0.3 * (1 - SSIM)). 4000
+# steps: the prior's registration makes a step about 1.4 times as long as over the linear blend.
 RECIPE = TrainConfig(
     preset="DiT_tiny",
     patch_size=8,
@@ -69,7 +69,7 @@ RECIPE = TrainConfig(
     lr=5e-4,
     warmup=200,
     endpoint_fraction=0.75,
-    prior="demons",
+    prior="rigid_demons",
     val_subjects=2,
     val_sequences=16,
     val_every=1000,

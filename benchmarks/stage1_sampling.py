@@ -13,7 +13,9 @@ the fraction of the card's bf16 peak that sampling reaches, over the whole fill 
 time spent in the matrix-product and attention kernels alone (the attention-and-MLP work,
 read from the PyTorch profiler), against both the card's specified dense bf16 peak and a
 measured 8192^3 bf16 matrix product. Untrained weights (the output layer given small random
-values): speed does not depend on what the network learnt. Run:
+values): speed does not depend on what the network learnt. The model's prior (``--prior``,
+by default ``tssc-train-stage1``'s) is computed in every fill and training step, as in use;
+the FLOP count is the network's alone. Run:
 
     .venv/bin/python benchmarks/stage1_sampling.py --device cpu --preset DiT_tiny
 
@@ -55,8 +57,9 @@ from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
 from tssc_py.stage1 import model as dit
-from tssc_py.stage1.interpolator import Stage1, Stage1Config, check_flips, linear_prior
+from tssc_py.stage1.interpolator import PRIOR_CHOICES, PRIORS, Stage1, Stage1Config, check_flips
 from tssc_py.stage1.model import DiTConfig, preset_config
+from tssc_py.stage1.train import TrainConfig
 
 # Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s), by device-name pattern.
 SPEC_PEAK = {r"H100.*PCIe": 756.0, r"H100|H200|GH200": 989.4, r"A100": 312.0, r"L40S": 362.0}
@@ -103,12 +106,15 @@ def matmul_peak(device: torch.device, n: int = 8192, repeats: int = 10) -> float
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def untrained_checkpoint(folder: Path, preset: str, size: int, frames: int) -> Path:
-    """A stage-1 checkpoint of a fresh ``preset`` network for ``size`` x ``size`` frames."""
+def untrained_checkpoint(folder: Path, preset: str, size: int, frames: int, prior: str) -> Path:
+    """A stage-1 checkpoint of a fresh ``preset`` network over ``prior`` for ``size`` x
+    ``size`` frames."""
+    priors = len(PRIORS.get(prior, ()))
     config = Stage1Config(
-        model=DiTConfig.from_dict({**preset_config(preset).to_dict(), "priors": 1}),
+        model=DiTConfig.from_dict({**preset_config(preset).to_dict(), "priors": priors}),
         frames=frames,
         size=(size, size),
+        prior=prior,
     )
     stage1 = Stage1(config)
     with torch.no_grad():
@@ -145,7 +151,7 @@ def measure(
     """One preset's row of the table."""
     torch.manual_seed(0)
     route_temporal_attention(args.temporal_attention, args.frames)
-    checkpoint = untrained_checkpoint(work, preset, args.size, args.frames)
+    checkpoint = untrained_checkpoint(work, preset, args.size, args.frames, args.prior)
     method = get_method(
         "diffusion",
         checkpoint=str(checkpoint),
@@ -185,8 +191,9 @@ def measure(
     mask[:, known] = True
     t = torch.full((batch,), stage1.diffusion.steps - 1, device=device)
     counter = flop_counter()
+    prior = stage1.prior(x, mask)  # the registration's work is not counted: the model's only
     with torch.no_grad(), autocast(device), counter:
-        stage1.model(x, t, mask, linear_prior(x, mask)[:, :, None])  # eager: FLOPs are the same
+        stage1.model(x, t, mask, prior)  # eager: FLOPs are the same
     flops = counter.get_total_flops() / batch * args.slices * args.steps * args.flips
     row = {
         "preset": preset
@@ -278,7 +285,7 @@ def case_command(args: argparse.Namespace, device: torch.device, case: str) -> l
     """The command that measures one ``case`` (``PRESET:compiled``) in a fresh process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--case", case]
     command += ["--device", device.type]
-    options = ("size", "slices", "frames", "every", "steps", "batch_size", "flips")
+    options = ("size", "slices", "frames", "every", "steps", "batch_size", "flips", "prior")
     for name in (*options, "temporal_attention"):
         value = getattr(args, name)
         if value is not None:
@@ -319,6 +326,13 @@ def main(argv: list[str] | None = None) -> None:
         help="Flipped copies averaged: 1, 2, 4 or 8 (the method's default is 8).",
     )
     parser.add_argument(
+        "--prior",
+        choices=PRIOR_CHOICES,
+        default=TrainConfig.prior,
+        help="The model's prior, computed in every fill and training step (default: "
+        "tssc-train-stage1's).",
+    )
+    parser.add_argument(
         "--temporal-attention",
         choices=("model", "sdpa", "matmul"),
         default="model",
@@ -355,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"subject: {args.slices} slices of {args.size}x{args.size}, {args.frames} frames "
         f"(known: {', '.join(map(str, known_frames(args.frames, args.every)))}), "
-        f"{args.steps} DDIM steps, {args.flips} flip copies"
+        f"{args.steps} DDIM steps, {args.flips} flip copies, prior {args.prior}"
         + (", bf16 autocast" if gpu else ", float32")
     )
     peaks: dict[str, float] = {}

@@ -5,6 +5,9 @@ sequence from the known frames alone, as the ``demons`` method does with SimpleI
 known frames around a gap are registered both ways, each is warped part of the way towards
 the frame's time and the two are blended. Here it runs on a whole batch of sequences at once,
 on the CPU or a GPU, fast enough to compute during training for every sampled sequence.
+Optionally a rigid in-plane registration (:func:`rigid`) comes first, as registration tools
+chain rigid and deformable stages: a turn is then followed along its arc, angle and shift
+growing linearly in time, instead of being cut short along a chord of demons' scaled field.
 
 Displacements are ``(batch, 2, x, y)`` in voxels, channel ``i`` along axis ``i`` of an
 ``(x, y)`` frame; ``warp(image, d)(p) = image(p + d(p))`` (backward warping).
@@ -137,8 +140,117 @@ def demons(moving: torch.Tensor, fixed: torch.Tensor, config: DemonsConfig) -> t
     return ddf
 
 
+@dataclass(frozen=True)
+class RigidConfig:
+    """Rigid in-plane registration settings.
+
+    Attributes:
+        iterations: Gauss-Newton updates per resolution level.
+        levels: Resolutions, each half the next, coarse to fine (as for demons, at most as
+            many as leave :data:`MIN_LEVEL_SIZE` voxels a side).
+    """
+
+    iterations: int = 10
+    levels: int = 3
+
+    def __post_init__(self) -> None:
+        check_integer("rigid iterations", self.iterations, 1, 1000)
+        check_integer("rigid levels", self.levels, 1, 8)
+
+
+def rigid_field(
+    params: torch.Tensor, shape: tuple[int, int], fraction: float | torch.Tensor = 1.0
+) -> torch.Tensor:
+    """The displacement of a rigid motion taken ``fraction`` of the way.
+
+    Args:
+        params: ``(batch, 3)``: angle in radians about the frame's centre, shift along x and y
+            in voxels; the motion maps ``p`` to ``R(angle) (p - c) + c + shift``.
+        shape: ``(x, y)`` of the frames.
+        fraction: Scalar or ``(batch,)``: angle and shift are multiplied by it.
+
+    Returns:
+        ``(batch, 2, x, y)`` displacement, for :func:`warp`.
+    """
+    fraction = torch.as_tensor(fraction, device=params.device, dtype=params.dtype)
+    scaled = params * fraction.reshape(-1, 1)
+    gx, gy = torch.meshgrid(
+        torch.arange(shape[0], device=params.device, dtype=params.dtype) - (shape[0] - 1) / 2,
+        torch.arange(shape[1], device=params.device, dtype=params.dtype) - (shape[1] - 1) / 2,
+        indexing="ij",
+    )
+    angle = scaled[:, 0, None, None]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    dx = cos * gx - sin * gy + scaled[:, 1, None, None] - gx
+    dy = sin * gx + cos * gy + scaled[:, 2, None, None] - gy
+    return torch.stack((dx, dy), dim=1)
+
+
+def rigid(moving: torch.Tensor, fixed: torch.Tensor, config: RigidConfig) -> torch.Tensor:
+    """Rigid in-plane registration by Gauss-Newton on the squared difference, batched.
+
+    Coarse to fine like :func:`demons`. No autograd: it runs under ``torch.inference_mode``.
+
+    Args:
+        moving, fixed: ``(batch, 1, x, y)`` images.
+        config: Iterations and resolutions.
+
+    Returns:
+        ``(batch, 3)`` parameters of :func:`rigid_field` with
+        ``warp(moving, rigid_field(params, shape)) ~ fixed``.
+    """
+    params = torch.zeros((len(moving), 3), device=moving.device, dtype=moving.dtype)
+    fits = max(1, int(math.log2(max(1, min(fixed.shape[2:]) // MIN_LEVEL_SIZE))) + 1)
+    for level in reversed(range(min(config.levels, fits))):
+        factor = 2**level
+        f, m = (
+            (_gaussian(image, 0.5 * factor)[:, :, ::factor, ::factor] if factor > 1 else image)
+            for image in (fixed, moving)
+        )
+        # Shifts in voxels of this level; the angle is the same at every level.
+        scale = torch.tensor([1.0, 1 / factor, 1 / factor], device=f.device, dtype=f.dtype)
+        level_params = params * scale
+        shape = (f.shape[2], f.shape[3])
+        gx, gy = torch.meshgrid(
+            torch.arange(shape[0], device=f.device, dtype=f.dtype) - (shape[0] - 1) / 2,
+            torch.arange(shape[1], device=f.device, dtype=f.dtype) - (shape[1] - 1) / 2,
+            indexing="ij",
+        )
+        grad_m = _gradient(m)
+        for _ in range(config.iterations):
+            ddf = rigid_field(level_params, shape)
+            warped = warp(m, ddf)
+            # The moving image's gradient at the moved points, and the motion's derivatives:
+            # d(R(a) u)/da = R(a + 90 degrees) u for u = p - c.
+            grad = warp(grad_m, ddf)
+            angle = level_params[:, 0, None, None]
+            cos, sin = torch.cos(angle), torch.sin(angle)
+            jacobian = torch.stack(
+                (
+                    grad[:, 0] * (-sin * gx - cos * gy) + grad[:, 1] * (cos * gx - sin * gy),
+                    grad[:, 0],
+                    grad[:, 1],
+                ),
+                dim=1,
+            ).flatten(2)  # (batch, 3, voxels)
+            residual = (warped - f).flatten(1)  # (batch, voxels)
+            hessian = jacobian @ jacobian.transpose(1, 2)
+            # A small damping keeps flat images (nothing to align) from a singular system.
+            damping = 1e-6 * hessian.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-12)
+            hessian = hessian + damping[:, None, None] * torch.eye(
+                3, device=f.device, dtype=f.dtype
+            )
+            step = torch.linalg.solve(hessian, (jacobian @ residual[:, :, None]))[:, :, 0]
+            level_params = level_params - step
+        params = level_params / scale
+    return params
+
+
 def demons_prior(
-    x: torch.Tensor, known: torch.Tensor, config: DemonsConfig | None = None
+    x: torch.Tensor,
+    known: torch.Tensor,
+    config: DemonsConfig | None = None,
+    rigid_config: RigidConfig | None = None,
 ) -> torch.Tensor:
     """Every unknown frame of each sequence from the known frames around it, through their
     demons registration (both ways) and a warped blend, as the ``demons`` method fills them.
@@ -150,6 +262,9 @@ def demons_prior(
         x: ``(B, T, H, W)``.
         known: ``(B, T)`` bool, at least one True per row.
         config: Demons settings (the ``demons`` method's by default).
+        rigid_config: With it, a rigid registration (:func:`rigid`) of each pair first; demons
+            then registers what the rigid motion leaves, and each end is moved the frame's
+            part of the way along both.
 
     Returns:
         ``(B, T, H, W)``.
@@ -176,14 +291,26 @@ def demons_prior(
         return out
     stops = following[rows, starts]
     x0, x1 = x[rows, starts][:, None], x[rows, stops][:, None]
+    shape = (x.shape[2], x.shape[3])
     # One registration batch for both directions of every gap.
-    flows = demons(torch.cat((x0, x1)), torch.cat((x1, x0)), config)
+    moving, fixed = torch.cat((x0, x1)), torch.cat((x1, x0))
+    turns = None
+    if rigid_config is not None:
+        turns = rigid(moving, fixed, rigid_config)
+        moving = warp(moving, rigid_field(turns, shape))
+    flows = demons(moving, fixed, config)
     f01, f10 = flows[: len(rows)], flows[len(rows) :]
     inside = ~known & ~outside
     frows, frames = torch.nonzero(inside, as_tuple=True)
     # The gap of each unknown frame: the one starting at its known frame before.
     gap = torch.searchsorted(rows * t + starts, frows * t + before[frows, frames])
     a = ((frames - starts[gap]) / (stops[gap] - starts[gap])).to(x.dtype).reshape(-1, 1, 1, 1)
-    filled = (1 - a) * warp(x0[gap], a * f01[gap]) + a * warp(x1[gap], (1 - a) * f10[gap])
+    m0, m1 = x0[gap], x1[gap]
+    if turns is not None:
+        # Two warps (rigid, then demons) rather than one composed field: on the synthetic
+        # cohorts the composed field's sharper frames scored 0.1-0.2 dB lower.
+        m0 = warp(m0, rigid_field(turns[: len(rows)][gap], shape, a.flatten()))
+        m1 = warp(m1, rigid_field(turns[len(rows) :][gap], shape, 1 - a.flatten()))
+    filled = (1 - a) * warp(m0, a * f01[gap]) + a * warp(m1, (1 - a) * f10[gap])
     out[frows, frames] = filled[:, 0]
     return out

@@ -90,6 +90,7 @@ BAD_OPTIONS = [
     ),
     ("stage2_recipe", ["--w-tv", "-1"], "at least 0"),
     ("pipeline", ["--out", "."], "exists; give a new folder"),
+    ("priors", ["--stage1-run", "nowhere"], "no such folder"),
 ]
 
 

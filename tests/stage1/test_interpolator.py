@@ -10,7 +10,7 @@ import torch
 
 from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
-from tssc_py.motion import demons_prior
+from tssc_py.motion import RigidConfig, demons_prior
 from tssc_py.stage1.diffusion import ScheduleConfig
 from tssc_py.stage1.interpolator import (
     FLIP_DIMS,
@@ -91,19 +91,25 @@ def test_untrained_model_returns_the_blend_and_known_frames_bit_for_bit() -> Non
     torch.testing.assert_close(out, linear_prior(x, known), atol=1e-6, rtol=0)
 
 
-def test_an_untrained_demons_model_returns_the_registration_prior() -> None:
+@pytest.mark.parametrize(
+    ("prior", "rigid_config"), [("demons", None), ("rigid_demons", RigidConfig())]
+)
+def test_an_untrained_demons_model_returns_the_registration_prior(
+    prior: str, rigid_config: RigidConfig | None
+) -> None:
     torch.manual_seed(0)
-    stage1 = Stage1(_config(prior="demons", size=(16, 16)))
+    stage1 = Stage1(_config(prior=prior, size=(16, 16)))
     x = torch.zeros(2, 6, 16, 16)
     for i in range(6):  # a square moving 6 voxels: the blend cross-fades, demons follows it
         x[:, i, 4:9, 2 + i : 7 + i] = 1.0
     known = torch.zeros(2, 6, dtype=torch.bool)
     known[:, [0, 5]] = True
     out = stage1.sample(x, known, steps=1)
-    torch.testing.assert_close(out, demons_prior(x, known, PRIOR_DEMONS), atol=1e-6, rtol=0)
+    expected = demons_prior(x, known, PRIOR_DEMONS, rigid_config)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
     assert stage1.loss(x, known).item() >= 0
     # The checkpoint's config names the prior: inference uses what training used.
-    assert Stage1Config.from_dict(stage1.config.to_dict()).prior == "demons"
+    assert Stage1Config.from_dict(stage1.config.to_dict()).prior == prior
     with pytest.raises(TsscError, match="prior must be one of none, linear, demons"):
         _config(prior="flow")
 

@@ -3,13 +3,16 @@
 Residual diffusion over an interpolation prior. The model never has to produce a frame from
 noise alone: an estimate of the unknown frames from the known ones, the *prior*, is computed
 first, given to the network as a second input channel, and the diffusion runs over the scaled
-residual ``scale * (x - prior)`` of the unknown frames. Two priors (:data:`PRIORS`): ``linear``,
+residual ``scale * (x - prior)`` of the unknown frames. The priors (:data:`PRIORS`): ``linear``,
 the per-voxel blend in time (what the ``linear`` method returns: right wherever nothing moves,
-a cross-fade where things do), and ``demons``, the known frames registered to each other and
+a cross-fade where things do); ``demons``, the known frames registered to each other and
 warped towards each frame's time (what the ``demons`` method returns, batched in PyTorch:
 :func:`~tssc_py.motion.demons_prior`), which puts moving structures about where they are, so
 the network corrects what the registration gets wrong instead of inventing a rotation from a
-cross-fade. The network
+cross-fade; ``rigid_demons``, the same after a rigid in-plane registration of each pair, so a
+turn is followed along its arc (angle and shift linear in time) and demons registers only
+what the rigid motion leaves; ``demons+linear``, both ``demons`` and ``linear`` as inputs. The
+network
 predicts that residual (``x0`` target) through a zero-initialised output layer, so an untrained
 model returns the blend exactly, and training can only move it towards the data. The blend is
 also the best place to start: it is already correct wherever nothing moves (most of every
@@ -36,7 +39,7 @@ from torch import nn
 from tssc_py.checkpoint import CONFIG, load_checkpoint
 from tssc_py.device import check_network_fits
 from tssc_py.errors import TsscError, about, is_integer
-from tssc_py.motion import DemonsConfig, demons_prior
+from tssc_py.motion import DemonsConfig, RigidConfig, demons_prior
 from tssc_py.stage1 import WEIGHTS
 from tssc_py.stage1.diffusion import Diffusion, Model, Noise, Progress, ScheduleConfig
 from tssc_py.stage1.model import DiTConfig, VideoDiT
@@ -179,10 +182,16 @@ PRIOR_DEMONS = DemonsConfig(iterations=30)
 ESTIMATES = {
     "linear": linear_prior,
     "demons": lambda x, known: demons_prior(x, known, PRIOR_DEMONS),
+    "rigid_demons": lambda x, known: demons_prior(x, known, PRIOR_DEMONS, RigidConfig()),
 }
 """Estimates of the unknown frames from the known ones: ``(x, known) -> estimate``, reading
 only the known frames of ``x``."""
-PRIORS = {"linear": ("linear",), "demons": ("demons",), "demons+linear": ("demons", "linear")}
+PRIORS = {
+    "linear": ("linear",),
+    "demons": ("demons",),
+    "rigid_demons": ("rigid_demons",),
+    "demons+linear": ("demons", "linear"),
+}
 """The priors a residual stage-1 model can take: the estimates it gets as input channels, the
 first the one the residual is taken over."""
 PRIOR_CHOICES = ("none", *PRIORS)

@@ -77,7 +77,8 @@ class TrainConfig(RunOptions):
         ema_decay: EMA decay (ramped up from 0 over the first steps).
         scale: Residual multiplier before diffusion.
         prior: What the residual is taken over: ``linear`` (the blend in time), ``demons``
-            (the known frames registered and warped to each time), ``demons+linear`` (over
+            (the known frames registered and warped to each time), ``rigid_demons`` (the same
+            after a rigid registration of each pair), ``demons+linear`` (over
             demons, with the blend as a further input), or ``none`` (no residual: the paper's
             plain masked diffusion); see :mod:`~tssc_py.stage1.interpolator`.
         prediction: Diffusion target (``x0``, ``v`` or ``epsilon``).
@@ -104,7 +105,7 @@ class TrainConfig(RunOptions):
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     scale: float = 4.0
-    prior: str = "demons"
+    prior: str = "rigid_demons"
     prediction: str = "x0"
     endpoint_fraction: float = 0.5
     val_sequences: int = 16
