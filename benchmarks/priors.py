@@ -27,24 +27,18 @@ import numpy as np
 import pandas as pd
 import torch
 from bench_common import Parser, add_device_option, run_script
-from recipes import MOVING_TESTS, show
+from recipes import MOVING_TESTS, add_stage1_run_option, show
 
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
+from tssc_py.metrics import psnr
 from tssc_py.prepare import load_record, record_path
 from tssc_py.stage1.data import load_series, prepared_images
 from tssc_py.stage1.interpolator import ESTIMATES
 
 METHOD = "demons method"
 """The row of the ``demons`` method, the reference of the differences."""
-
-
-def psnr(estimate: np.ndarray, truth: np.ndarray, hidden: list[int]) -> float:
-    """PSNR (dB, data range 1) of ``estimate`` over the ``hidden`` frames of ``(slices, frames,
-    x, y)`` stacks."""
-    error = (estimate[:, hidden].astype(np.float64) - truth[:, hidden]) ** 2
-    return float(10 * np.log10(1 / max(float(error.mean()), 1e-20)))
 
 
 def score_cohort(folder: Path, device: torch.device) -> list[dict[str, object]]:
@@ -65,11 +59,11 @@ def score_cohort(folder: Path, device: torch.device) -> list[dict[str, object]]:
             with torch.inference_mode():
                 out = estimate(x, mask).cpu().numpy()
             seconds[name].append(time.perf_counter() - start)
-            scores[name].append(psnr(out, stacks, hidden))
+            scores[name].append(psnr(out[:, hidden], stacks[:, hidden]))
         start = time.perf_counter()
         out = method.fill(stacks, known)
         seconds[METHOD].append(time.perf_counter() - start)
-        scores[METHOD].append(psnr(out, stacks, hidden))
+        scores[METHOD].append(psnr(out[:, hidden], stacks[:, hidden]))
     if not scores[METHOD]:
         raise TsscError("no prepared subjects", folder)
     reference = np.array(scores[METHOD])
@@ -88,12 +82,7 @@ def score_cohort(folder: Path, device: torch.device) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(__doc__)
-    parser.add_argument(
-        "--stage1-run",
-        type=Path,
-        default=Path("stage1_cpu"),
-        help="A stage-1 recipe's folder (benchmarks/stage1.py --out), scored.",
-    )
+    add_stage1_run_option(parser, "whose held-out subjects are scored")
     add_device_option(parser)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)

@@ -98,6 +98,17 @@ PSNR_UNITS = {
 }
 
 
+def add_stage1_run_option(parser: argparse.ArgumentParser, use: str) -> None:
+    """The ``--stage1-run`` option of a script that reads a stage-1 recipe's folder (``make
+    stage1-cpu``'s by default); ``use``: what the script does with it, for the help."""
+    parser.add_argument(
+        "--stage1-run",
+        type=Path,
+        default=Path("stage1_cpu"),
+        help=f"A stage-1 recipe's folder (benchmarks/stage1.py --out, make stage1-cpu), {use}.",
+    )
+
+
 def add_run_options(parser: argparse.ArgumentParser, written: str) -> None:
     """The ``--resume`` / ``--overwrite`` options of a recipe; ``written``: what it writes in
     its folder besides results.csv, for the help."""

@@ -57,7 +57,13 @@ from tssc_py.device import autocast, resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
 from tssc_py.stage1 import model as dit
-from tssc_py.stage1.interpolator import PRIOR_CHOICES, PRIORS, Stage1, Stage1Config, check_flips
+from tssc_py.stage1.interpolator import (
+    PRIOR_CHOICES,
+    Stage1,
+    Stage1Config,
+    check_flips,
+    prior_channels,
+)
 from tssc_py.stage1.model import DiTConfig, preset_config
 from tssc_py.stage1.train import TrainConfig
 
@@ -109,7 +115,7 @@ def matmul_peak(device: torch.device, n: int = 8192, repeats: int = 10) -> float
 def untrained_checkpoint(folder: Path, preset: str, size: int, frames: int, prior: str) -> Path:
     """A stage-1 checkpoint of a fresh ``preset`` network over ``prior`` for ``size`` x
     ``size`` frames."""
-    priors = len(PRIORS.get(prior, ()))
+    priors = prior_channels(prior)
     config = Stage1Config(
         model=DiTConfig.from_dict({**preset_config(preset).to_dict(), "priors": priors}),
         frames=frames,

@@ -31,6 +31,7 @@ from recipes import (
     PREPARE,
     RESULTS,
     add_run_options,
+    add_stage1_run_option,
     note_rescoring,
     open_run,
     show,
@@ -65,12 +66,7 @@ OUTPUTS = ("stage2", *(f"test_{name}" for name in MOVING_TESTS), RESULTS)
 
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(__doc__)
-    parser.add_argument(
-        "--stage1-run",
-        type=Path,
-        default=Path("stage1_cpu"),
-        help="The stage-1 recipe's folder (make stage1-cpu).",
-    )
+    add_stage1_run_option(parser, "whose model and subjects stage 2 is trained and scored on")
     parser.add_argument("--out", type=Path, default=Path("stage2_cpu"), help="Work folder.")
     parser.add_argument("--steps", type=positive_int, default=RECIPE.steps, help="Training steps.")
     parser.add_argument("--w-tv", type=non_negative_float, default=RECIPE.w_tv, help="TV weight.")

@@ -16,6 +16,7 @@ Displacements are ``(batch, 2, x, y)`` in voxels, channel ``i`` along axis ``i``
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,25 @@ MIN_LEVEL_SIZE = 8
 """Fewest voxels a side of a resolution level (64x64 frames keep 4 levels: 8x8 the coarsest)."""
 
 
+def _pyramid(
+    fixed: torch.Tensor, moving: torch.Tensor, levels: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(factor, fixed, moving)`` at up to ``levels`` resolutions, coarse to fine, each half
+    the next; ``factor`` is the level's voxel size in full-resolution voxels."""
+    # Coarse levels of fewer than MIN_LEVEL_SIZE voxels a side are left out: a voxel there is
+    # too large a step at full resolution (on 24x20 frames a 3x2 level sent the field astray).
+    fits = max(1, int(math.log2(max(1, min(fixed.shape[2:]) // MIN_LEVEL_SIZE))) + 1)
+    for level in reversed(range(min(levels, fits))):
+        factor = 2**level
+        # As the demons method makes its levels: Gaussian smoothing, then every factor-th
+        # voxel (SimpleITK's SmoothingRecursiveGaussian and Shrink).
+        f, m = (
+            (_gaussian(image, 0.5 * factor)[:, :, ::factor, ::factor] if factor > 1 else image)
+            for image in (fixed, moving)
+        )
+        yield factor, f, m
+
+
 @dataclass(frozen=True)
 class DemonsConfig:
     """Demons registration settings (those of the ``demons`` method by default).
@@ -105,17 +125,7 @@ def demons(moving: torch.Tensor, fixed: torch.Tensor, config: DemonsConfig) -> t
         ``(batch, 2, x, y)`` displacement ``d`` with ``warp(moving, d) ~ fixed``.
     """
     ddf: torch.Tensor | None = None
-    # Coarse levels of fewer than MIN_LEVEL_SIZE voxels a side are left out: a voxel there is
-    # too large a step at full resolution (on 24x20 frames a 3x2 level sent the field astray).
-    fits = max(1, int(math.log2(max(1, min(fixed.shape[2:]) // MIN_LEVEL_SIZE))) + 1)
-    for level in reversed(range(min(config.levels, fits))):
-        factor = 2**level
-        # As the demons method makes its levels: Gaussian smoothing, then every factor-th
-        # voxel (SimpleITK's SmoothingRecursiveGaussian and Shrink).
-        f, m = (
-            (_gaussian(image, 0.5 * factor)[:, :, ::factor, ::factor] if factor > 1 else image)
-            for image in (fixed, moving)
-        )
+    for _, f, m in _pyramid(fixed, moving, config.levels):
         size = list(f.shape[2:])
         if ddf is None:
             ddf = torch.zeros((len(f), 2, *size), device=f.device, dtype=f.dtype)
@@ -173,16 +183,28 @@ def rigid_field(
         ``(batch, 2, x, y)`` displacement, for :func:`warp`.
     """
     fraction = torch.as_tensor(fraction, device=params.device, dtype=params.dtype)
-    scaled = params * fraction.reshape(-1, 1)
+    return _rigid_displacement(params * fraction.reshape(-1, 1), _centred_grid(shape, params))
+
+
+def _centred_grid(shape: tuple[int, int], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel coordinates ``(x, y)`` of ``shape`` relative to the frame's centre, on ``like``'s
+    device and dtype."""
     gx, gy = torch.meshgrid(
-        torch.arange(shape[0], device=params.device, dtype=params.dtype) - (shape[0] - 1) / 2,
-        torch.arange(shape[1], device=params.device, dtype=params.dtype) - (shape[1] - 1) / 2,
+        *(torch.arange(n, device=like.device, dtype=like.dtype) - (n - 1) / 2 for n in shape),
         indexing="ij",
     )
-    angle = scaled[:, 0, None, None]
+    return gx, gy
+
+
+def _rigid_displacement(
+    params: torch.Tensor, grid: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """:func:`rigid_field` of ``params`` on a :func:`_centred_grid`."""
+    gx, gy = grid
+    angle = params[:, 0, None, None]
     cos, sin = torch.cos(angle), torch.sin(angle)
-    dx = cos * gx - sin * gy + scaled[:, 1, None, None] - gx
-    dy = sin * gx + cos * gy + scaled[:, 2, None, None] - gy
+    dx = cos * gx - sin * gy + params[:, 1, None, None] - gx
+    dy = sin * gx + cos * gy + params[:, 2, None, None] - gy
     return torch.stack((dx, dy), dim=1)
 
 
@@ -200,25 +222,15 @@ def rigid(moving: torch.Tensor, fixed: torch.Tensor, config: RigidConfig) -> tor
         ``warp(moving, rigid_field(params, shape)) ~ fixed``.
     """
     params = torch.zeros((len(moving), 3), device=moving.device, dtype=moving.dtype)
-    fits = max(1, int(math.log2(max(1, min(fixed.shape[2:]) // MIN_LEVEL_SIZE))) + 1)
-    for level in reversed(range(min(config.levels, fits))):
-        factor = 2**level
-        f, m = (
-            (_gaussian(image, 0.5 * factor)[:, :, ::factor, ::factor] if factor > 1 else image)
-            for image in (fixed, moving)
-        )
+    for factor, f, m in _pyramid(fixed, moving, config.levels):
         # Shifts in voxels of this level; the angle is the same at every level.
         scale = torch.tensor([1.0, 1 / factor, 1 / factor], device=f.device, dtype=f.dtype)
         level_params = params * scale
-        shape = (f.shape[2], f.shape[3])
-        gx, gy = torch.meshgrid(
-            torch.arange(shape[0], device=f.device, dtype=f.dtype) - (shape[0] - 1) / 2,
-            torch.arange(shape[1], device=f.device, dtype=f.dtype) - (shape[1] - 1) / 2,
-            indexing="ij",
-        )
+        grid = _centred_grid((f.shape[2], f.shape[3]), f)
+        gx, gy = grid
         grad_m = _gradient(m)
         for _ in range(config.iterations):
-            ddf = rigid_field(level_params, shape)
+            ddf = _rigid_displacement(level_params, grid)
             warped = warp(m, ddf)
             # The moving image's gradient at the moved points, and the motion's derivatives:
             # d(R(a) u)/da = R(a + 90 degrees) u for u = p - c.

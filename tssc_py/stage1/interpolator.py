@@ -88,10 +88,10 @@ class Stage1Config:
             raise TsscError(
                 f"stage-1 prior must be one of {', '.join(PRIOR_CHOICES)}, got {self.prior!r}"
             )
-        if len(PRIORS.get(self.prior, ())) != self.model.priors:
+        if prior_channels(self.prior) != self.model.priors:
             raise TsscError(
                 f"a stage-1 model of prior {self.prior!r} needs "
-                f"{len(PRIORS.get(self.prior, ()))} prior input channel(s), not "
+                f"{prior_channels(self.prior)} prior input channel(s), not "
                 f"{self.model.priors}"
             )
         if self.frames < 2:
@@ -196,6 +196,11 @@ PRIORS = {
 first the one the residual is taken over."""
 PRIOR_CHOICES = ("none", *PRIORS)
 """The values of ``prior``: a prior's name, or ``none`` for no residual."""
+
+
+def prior_channels(prior: str) -> int:
+    """The input channels a model over ``prior`` (one of :data:`PRIOR_CHOICES`) takes."""
+    return len(PRIORS.get(prior, ()))
 
 
 def windows(known: Sequence[int], n_frames: int, length: int) -> list[tuple[int, int]]:

@@ -32,7 +32,13 @@ from tssc_py.signals import deferred_stop
 from tssc_py.stage1 import SAMPLING_FLIPS, SAMPLING_STEPS
 from tssc_py.stage1.data import Sampler, Series, load_cohort, prepared_images, validation_set
 from tssc_py.stage1.diffusion import ScheduleConfig
-from tssc_py.stage1.interpolator import PRIORS, Stage1, Stage1Config, check_flips, linear_prior
+from tssc_py.stage1.interpolator import (
+    Stage1,
+    Stage1Config,
+    check_flips,
+    linear_prior,
+    prior_channels,
+)
 from tssc_py.stage1.model import DIT_LIMITS, DiTConfig, VideoDiT, preset_config
 from tssc_py.training import (
     AUTO_PRESET,
@@ -148,7 +154,7 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 def _stage1_config(config: TrainConfig, cohort: list[Series]) -> Stage1Config:
     model = preset_config(config.preset).to_dict()
-    model.update(config.model_overrides(), priors=len(PRIORS.get(config.prior, ())))
+    model.update(config.model_overrides(), priors=prior_channels(config.prior))
     size = cohort[0].stacks.shape[2:]
     return Stage1Config(
         model=DiTConfig.from_dict(model),
