@@ -18,7 +18,7 @@ TORCH_INDEX ?=
 NEXTFLOW := $(VENV)/bin/nextflow
 NEXTFLOW_LIB := $(VENV)/share/nextflow/lib
 
-.PHONY: install nextflow slurm test lint typecheck demo benchmark stage1-cpu stage1-gpu stage2-cpu baselines-cpu clean
+.PHONY: install nextflow slurm test lint typecheck schema demo benchmark stage1-cpu stage1-gpu stage2-cpu baselines-cpu clean
 
 $(STAMP): pyproject.toml $(wildcard bin/tssc-*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ test: lint $(NEXTFLOW) slurm
 typecheck: $(STAMP)
 	$(PY) -m mypy tssc_py
 
+# Copy the library's lists (methods, model kinds, presets...) into the Nextflow schema and the
+# pipeline's Groovy; a test fails while a copy differs.
+schema: $(STAMP)
+	$(PY) -m tssc_py.schema
+
 # The demo trains small models on its own training subjects (other seeds than the scored ones):
 # stage 1, stage 2 on stage 1's outputs, and the three learned registration baselines; then it
 # runs every method on a cardiac and a knee cohort and writes one report of both.
@@ -79,7 +84,7 @@ demo: $(STAMP)
 	  --preset DiT_tiny --patch-size 8 --hidden 128 --depth 4 --heads 4 --steps $(DEMO_STEPS) --val-every 0 \
 	  --checkpoint-every 100 --endpoint-fraction 0.75
 	$(VENV)/bin/tssc-train-stage2 --data $(DEMO)/train/prepared --stage1 $(DEMO)/stage1/checkpoint \
-	  --out $(DEMO)/stage2 --overwrite --preset tiny --crop 32 --w-tv 0 --steps $(DEMO_STAGE2_STEPS) \
+	  --out $(DEMO)/stage2 --overwrite --preset tiny --steps $(DEMO_STAGE2_STEPS) \
 	  --val-subjects 0 --checkpoint-every 100
 	for model in voxelmorph transmorph uvinet; do \
 	  $(VENV)/bin/tssc-train-baseline --data $(DEMO)/train/prepared --model $$model \

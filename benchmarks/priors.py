@@ -34,7 +34,7 @@ from tssc_py.errors import TsscError
 from tssc_py.methods import get_method
 from tssc_py.metrics import psnr
 from tssc_py.prepare import load_record, record_path
-from tssc_py.stage1.data import load_series, prepared_images
+from tssc_py.sequences import load_series, prepared_images
 from tssc_py.stage1.interpolator import ESTIMATES
 
 METHOD = "demons method"

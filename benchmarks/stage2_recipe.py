@@ -42,24 +42,14 @@ from recipes import (
 from tssc_py.errors import TsscError
 from tssc_py.metrics import LOWER_IS_BETTER, METRICS
 from tssc_py.pipeline import run_cohort
-from tssc_py.stage2 import REFINED, REFINES
-from tssc_py.stage2.train import TrainConfig, train
+from tssc_py.refinement import train_refinement
+from tssc_py.runs import REFINED, REFINES
+from tssc_py.stage2.model import PRESETS
+from tssc_py.stage2.train import TrainConfig
 
-# The CPU recipe: the tiny network on 32x32 crops of all 16 slices (8x8x16 = 1024 tokens per
-# scan after the stem), batch 4. The total-variation weight is 0 (the paper's 1 stays the CLI
-# default): on our 0..1 intensities the TV of a frame is about 35x its MSE to the truth (the
-# first steps' log), so at weight 1 TV, not fidelity, would steer the network.
-RECIPE = TrainConfig(
-    preset="tiny",
-    crop=32,
-    steps=1000,
-    batch_size=4,
-    lr=1e-3,
-    w_tv=0.0,
-    val_subjects=2,
-    val_every=500,
-    checkpoint_every=250,
-)
+# The CPU recipe: tssc-train-stage2's defaults with the tiny network (32x32 crops of all 16
+# slices: 8x8x16 = 1024 tokens per scan after the stem, batch 4, 1000 steps).
+RECIPE = TrainConfig(preset="tiny")
 OUTPUTS = ("stage2", *(f"test_{name}" for name in MOVING_TESTS), RESULTS)
 """Everything the recipe writes in its folder."""
 
@@ -70,6 +60,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("stage2_cpu"), help="Work folder.")
     parser.add_argument("--steps", type=positive_int, default=RECIPE.steps, help="Training steps.")
     parser.add_argument("--w-tv", type=non_negative_float, default=RECIPE.w_tv, help="TV weight.")
+    parser.add_argument(
+        "--w-wavelet", type=non_negative_float, default=RECIPE.w_wavelet, help="Wavelet weight."
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default=RECIPE.preset, help="Network size preset."
+    )
+    parser.add_argument(
+        "--crop", type=positive_int, default=RECIPE.crop, help="In-plane crop side of training."
+    )
+    parser.add_argument("--channels", type=positive_int, help="Override of the preset's width.")
+    parser.add_argument(
+        "--blocks", type=positive_int, help="Override of the preset's number of Mamba blocks."
+    )
+    parser.add_argument(
+        "--context",
+        action="store_true",
+        help="Give stage 2 the known frames around each refined one (tssc-train-stage2 --context).",
+    )
     add_run_options(parser, "training run (stage2/), scores (test_* folders)")
     args = parser.parse_args(argv)
     stage1_run: Path = args.stage1_run
@@ -83,9 +91,14 @@ def main(argv: list[str] | None = None) -> None:
     open_run(out, OUTPUTS, args.resume, args.overwrite)
     started = time.monotonic()
 
-    recipe = TrainConfig(**{**RECIPE.__dict__, "steps": args.steps, "w_tv": args.w_tv})
+    chosen = {
+        k: getattr(args, k)
+        for k in ("steps", "w_tv", "w_wavelet", "preset", "crop", "channels", "blocks", "context")
+    }
+    recipe = TrainConfig(**{**RECIPE.__dict__, **chosen})
     mode = training_mode(out / "stage2", args.resume)
-    checkpoint = train([stage1_run / "prepared"], out / "stage2", recipe, stage1=stage1, **mode)
+    prepared = [stage1_run / "prepared"]
+    checkpoint = train_refinement(prepared, out / "stage2", recipe, stage1=stage1, **mode)
     print(f"trained in {time.monotonic() - started:.0f} s", flush=True)
 
     note_rescoring(out, args.resume)

@@ -13,7 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from tests.conftest import assert_one_line_error, blob_series, run_cli
-from tssc_py import report
+from tssc_py import report, runs
 from tssc_py.atomic import outputs
 from tssc_py.errors import TsscError
 from tssc_py.io import Scan, read_scan, write_scan
@@ -405,7 +405,7 @@ def test_an_upsample_run_is_named_as_such(tmp_path: Path) -> None:
     run.mkdir()
     with pytest.raises(TsscError, match=r"run: no \*\.frames\.csv files in this directory"):
         report.gather([run])
-    (run / report.RUN_STATE).write_text(json.dumps({"settings": {"prepare": {"mode": "upsample"}}}))
+    (run / runs.RUN_STATE).write_text(json.dumps({"settings": {"prepare": {"mode": "upsample"}}}))
     with pytest.raises(TsscError, match="run: is an upsample-mode run: nothing is scored"):
         report.gather([run])
 
@@ -469,13 +469,13 @@ def run(tmp_path: Path) -> Path:
         prepared, record = prepare_scan(Scan(blob_series((16, 16, 4, 10), seed=i), np.eye(4)),
                                         config, subject)  # fmt: skip
         with outputs() as group:
-            write_scan(prepared, root / report.PREPARED / f"{subject}.nii.gz", group=group)
-            save_record(record, group.path(root / report.PREPARED / f"{subject}.json"))
+            write_scan(prepared, root / runs.PREPARED / f"{subject}.nii.gz", group=group)
+            save_record(record, group.path(root / runs.PREPARED / f"{subject}.json"))
             for method, noise in (("nearest", 0.2), ("linear", 0.05)):
                 filled = prepared.data.copy()
                 predicted = record.predicted_frames
                 filled[..., predicted] += noise * rng.standard_normal(filled[..., predicted].shape)
-                target = root / report.FILLED / method / f"{subject}.nii.gz"
+                target = root / runs.FILLED / method / f"{subject}.nii.gz"
                 write_scan(prepared.replace(data=filled), target, group=group)
                 write_subject_metrics(
                     filled, prepared.data, record, method, root / "metrics", "2d", group
@@ -492,7 +492,7 @@ def test_load_example(run: Path) -> None:
     assert example.frames == [1, 2, 4, 5, 7, 8]
     assert list(example.predictions) == ["linear", "nearest"]
     assert example.truth.shape == (16, 16, 6)
-    truth = read_scan(run / report.PREPARED / "s0.nii.gz").data
+    truth = read_scan(run / runs.PREPARED / "s0.nii.gz").data
     np.testing.assert_array_equal(example.truth, truth[:, :, 2, example.frames])
     assert report.load_example(run, "blobs", ["nearest"], "s1").subject == "s1"
     assert list(report.load_example(run, "blobs", ["nearest"]).predictions) == [
@@ -500,7 +500,7 @@ def test_load_example(run: Path) -> None:
     ]  # fmt: skip
     assert report.load_example(run / "metrics", "blobs", []) is None
     # A one-slice scan padded to 4 slices (placed at slice 3): its own slice is shown.
-    path = run / report.PREPARED / "s0.json"
+    path = run / runs.PREPARED / "s0.json"
     padded = json.loads(path.read_text())
     path.write_text(json.dumps({**padded, "original_shape": [16, 16, 1, 10], "z_offset": 3}))
     assert report.load_example(run, "blobs", []).slice == 3
@@ -509,8 +509,8 @@ def test_load_example(run: Path) -> None:
     assert report.load_example(run, "blobs", [], "x") is None  # another dataset may have it
     with pytest.raises(TsscError, match="no dataset has a filled series of the figure subject"):
         report.write_report(run / "report_x", [], [("blobs", run)], figure_subject="x")
-    short = read_scan(run / report.PREPARED / "s0.nii.gz")
-    bad = run / report.FILLED / "linear" / "s0.nii.gz"
+    short = read_scan(run / runs.PREPARED / "s0.nii.gz")
+    bad = run / runs.FILLED / "linear" / "s0.nii.gz"
     write_scan(short.replace(data=short.data[..., :3]), bad, overwrite=True)
     with pytest.raises(TsscError, match="has shape") as err:
         report.load_example(run, "blobs", [])

@@ -3,7 +3,9 @@ they are declared with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,9 +15,10 @@ from tssc_py.command import command as command
 from tssc_py.command import compose
 from tssc_py.command import overwrite_option as overwrite_option
 from tssc_py.command import typed_options as typed_options
+from tssc_py.device import DEVICES
 from tssc_py.metrics import SSIM_MODES
 from tssc_py.prepare import MAX_DEPTH, MAX_FRAMES_BETWEEN, MAX_SIZE, MODES, PrepareConfig
-from tssc_py.stage1 import DEVICES, WEIGHTS
+from tssc_py.stage1 import WEIGHTS
 from tssc_py.stage1.interpolator import FLIPS
 from tssc_py.stage2.ssm import BACKENDS
 
@@ -142,6 +145,22 @@ ssim_option = click.option(
 )
 
 
+def device_option(default: str | None = "auto") -> Callable[[Any], Any]:
+    """The ``--device`` option of every command that runs a network.
+
+    Args:
+        default: Its default; None where each method's own default applies (``auto``).
+    """
+    return click.option(
+        "--device",
+        type=click.Choice(DEVICES),
+        default=default,
+        show_default=default is not None,
+        help="Where the networks run: auto is CUDA when available (with bf16 autocast), else "
+        "the CPU." + (" [default: auto]" if default is None else ""),
+    )
+
+
 model_options = compose(
     click.option(
         "--checkpoint",
@@ -170,12 +189,7 @@ model_options = compose(
         default=None,
         help="diffusion: seed of the sampling noise. [default: 0]",
     ),
-    click.option(
-        "--device",
-        type=click.Choice(DEVICES),
-        default=None,
-        help="Learned methods: where the model runs. [default: auto]",
-    ),
+    device_option(None),
     click.option(
         "--batch-size",
         type=click.IntRange(min=1),

@@ -1,20 +1,30 @@
-"""Where the networks run: device choice and mixed precision, shared by both stages."""
+"""Where the networks run: device choice and mixed precision, shared by every model.
+
+Torch is imported where it is used, so that the command-line layer names :data:`DEVICES`
+without loading it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from tssc_py import memory
 from tssc_py.errors import TsscError
-from tssc_py.stage1 import DEVICES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+DEVICES = ("auto", "cpu", "cuda")
+"""Where a model runs: ``auto`` picks CUDA when available."""
 
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
     if device not in DEVICES:
         raise TsscError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
     if device == "auto":
@@ -26,6 +36,8 @@ def resolve_device(device: str) -> torch.device:
 
 def autocast(device: torch.device) -> AbstractContextManager:
     """bf16 autocast on CUDA (tensor cores, no loss scaling needed); a no-op on the CPU."""
+    import torch
+
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
@@ -42,6 +54,8 @@ def check_network_fits(build: Callable[[], nn.Module], copies: int, why: str, wh
     Raises:
         TsscError: Naming ``what``, its parameters and the estimate.
     """
+    import torch
+
     with torch.device("meta"):
         net = build()
     count = sum(p.numel() for p in net.parameters())

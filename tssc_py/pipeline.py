@@ -6,7 +6,8 @@ Output layout under ``out``::
 
     prepared/SUBJECT.nii.gz, prepared/SUBJECT.json    model-space volume and its record
     METHOD/SUBJECT.<scan suffix>                      result in the scan's own geometry
-                                                      (tssc/: diffusion refined by stage 2)
+                                                      (tssc/: diffusion refined by stage 2,
+                                                      METHOD_sc/ another method refined)
     filled/METHOD/SUBJECT.nii.gz                      model-space result of the figure
                                                       subject (evaluate mode only)
     metrics/SUBJECT.METHOD.frames.csv, .metrics.csv   evaluate mode only
@@ -45,19 +46,11 @@ from tssc_py.prepare import (
     save_record,
     select_frames,
 )
-from tssc_py.report import (
-    FILLED,
-    PREPARED,
-    RUN_STATE,
-    check_label,
-    folder_label,
-    report_files,
-    write_report,
-)
+from tssc_py.report import check_label, folder_label, report_files, write_report
+from tssc_py.runs import FILLED, METRICS, PREPARED, REFINES, REPORT, RUN_STATE, refined_name
 from tssc_py.samplesheet import Subject, read_inputs
 from tssc_py.signals import stop_if_terminated
 from tssc_py.slices import assemble_chunks, split_volume
-from tssc_py.stage2 import REFINED, REFINES
 from tssc_py.stage2.refine import Refiner, load_refiner
 
 
@@ -104,7 +97,8 @@ def _check_subjects(
 
 def run_folders() -> list[str]:
     """The folders of a run folder that a run writes (and ``--overwrite`` may empty)."""
-    return [PREPARED, *method_names(), REFINED, "metrics", FILLED, "report"]
+    names = method_names()
+    return [PREPARED, *names, *map(refined_name, names), METRICS, FILLED, REPORT]
 
 
 def _check_inputs_outside(out: Path, subjects: Sequence[Subject]) -> None:
@@ -175,7 +169,7 @@ def _remove_earlier_run(out: Path) -> None:
             record of ``out`` lists (the user's own: they are never removed).
     """
     state_path = out / RUN_STATE
-    recorded = set(report_files(out / "report"))
+    recorded = set(report_files(out / REPORT))
     if state_path.exists():
         state = _read_state(state_path)
         recorded |= {out / name for files in state["done"].values() for name in files}
@@ -319,12 +313,14 @@ def run_subject(
     progress: tqdm | None = None,
     refiner: Refiner | None = None,
     keep_filled: bool = False,
+    refine_method: str = REFINES,
 ) -> list[Path]:
     """Run every method (ready instances) on one subject; outputs appear all or none.
 
-    With a ``refiner``, the ``diffusion`` output is also refined by stage 2 and written as
-    the method ``tssc``. With ``keep_filled`` (evaluate mode), the model-space results are
-    kept as ``filled/METHOD/SUBJECT.nii.gz`` for the report's example figures.
+    With a ``refiner``, the ``refine_method`` output is also refined by stage 2 and written as
+    a method of its own (:func:`~tssc_py.runs.refined_name`: ``tssc`` over ``diffusion``).
+    With ``keep_filled`` (evaluate mode), the model-space results are kept as
+    ``filled/METHOD/SUBJECT.nii.gz`` for the report's example figures.
     """
     scan = read_scan(subject.scan)
     with about(subject.scan):
@@ -347,9 +343,10 @@ def run_subject(
             with about(subject.scan):
                 filled = assemble_chunks([fill_chunk(chunk, runner) for chunk in chunks])
             results = [(runner.name, filled)]
-            if refiner is not None and runner.name == REFINES:
+            if refiner is not None and runner.name == refine_method:
                 with about(subject.scan):
-                    results.append((REFINED, refiner(filled, record.known_frames)))
+                    refined = refiner(filled, record.known_frames)
+                results.append((refined_name(runner.name), refined))
             for name, volume in results:
                 with about(subject.scan):
                     restored = restore_scan(volume, record)
@@ -357,7 +354,7 @@ def run_subject(
                 written.append(write_scan(restored, target, group=group))
                 if record.mode == "evaluate":
                     written += write_subject_metrics(
-                        volume, prepared.data, record, name, out / "metrics", ssim_mode, group
+                        volume, prepared.data, record, name, out / METRICS, ssim_mode, group
                     )
                 if keep_filled and record.mode == "evaluate":
                     target = out / FILLED / name / f"{subject.subject}.nii.gz"
@@ -378,6 +375,7 @@ def run_cohort(
     show_progress: bool = True,
     method_options: Mapping[str, object] | None = None,
     refine_options: Mapping[str, Any] | None = None,
+    refine_method: str = REFINES,
     dataset: str | None = None,
     figure_subject: str | None = None,
     resume: bool = False,
@@ -398,8 +396,10 @@ def run_cohort(
         method_options: Options for the methods (see :func:`~tssc_py.methods.get_method`).
         refine_options: Stage 2 (:func:`~tssc_py.stage2.refine.load_refiner`'s arguments:
             ``checkpoint``, ``tile``, ``overlap``, ``backend``; the device is the methods'):
-            refine the ``diffusion`` output, reported as the method ``tssc`` next to
-            ``diffusion`` (stage 1 alone, the paper's ablation). None: no stage 2.
+            refine the ``refine_method`` output, reported as a method of its own next to it
+            (``tssc`` next to ``diffusion``, stage 1 alone: the paper's ablation). None: no
+            stage 2.
+        refine_method: The method whose output stage 2 refines (one of ``methods``).
         dataset: The cohort's label in the report (default: the name of the folder holding
             ``inputs``).
         figure_subject: The subject of the report's example figures (default: the first).
@@ -421,8 +421,10 @@ def run_cohort(
     method_options = dict(method_options or {})
     refiner = None
     if refine_options is not None:
-        if REFINES not in methods:
-            raise TsscError(f"stage 2 refines the {REFINES!r} method's output: add it to methods")
+        if refine_method not in methods:
+            raise TsscError(
+                f"stage 2 refines the {refine_method!r} method's output: add it to methods"
+            )
         device = str(method_options.get("device") or "auto")
         refiner = load_refiner(device=device, **refine_options)
     # Built once: a trained model loads here, not once per subject.
@@ -444,7 +446,7 @@ def run_cohort(
             "weights_sha256": {
                 runner.name: runner.weights_sha256 for runner in runners if runner.weights_sha256
             },
-            "refine": None if refiner is None else refiner.settings(),
+            "refine": None if refiner is None else {"method": refine_method, **refiner.settings()},
             "prepare": {k: v for k, v in config.to_dict().items() if k not in chosen},
             "chunk_size": chunk_size,
             "ssim": ssim_mode,
@@ -524,6 +526,7 @@ def run_cohort(
                 progress,
                 refiner,
                 keep_filled=subject.subject == keep_filled,
+                refine_method=refine_method,
             )
             written += made
             done[subject.subject] = [p.relative_to(out).as_posix() for p in made]
@@ -539,7 +542,7 @@ def run_cohort(
         _write_state(state_path, state)
     if config.mode == "evaluate":
         written += write_report(
-            out / "report",
+            out / REPORT,
             datasets=[(dataset, out)],
             figure_subject=figure_subject,
             overwrite=overwrite or resume,

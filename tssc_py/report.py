@@ -50,15 +50,9 @@ from tssc_py.metrics import (
 )
 from tssc_py.names import check_subject_id, inside
 from tssc_py.prepare import load_record
-from tssc_py.stage2 import refined_pairs
+from tssc_py.runs import FILLED, PREPARED, RUN_STATE, refined_pairs
 
 PATTERN = "*.frames.csv"
-PREPARED = "prepared"
-"""Folder of a run holding each subject's prepared truth and its record."""
-FILLED = "filled"
-"""Folder of a run holding ``METHOD/SUBJECT.nii.gz``, filled series in model space."""
-RUN_STATE = "run.json"
-"""A run's settings and finished subjects (:func:`tssc_py.pipeline.run_cohort`)."""
 REPORT_PAGE = "report.html"
 FILES_META = "tssc-files"
 """The name of the report page's meta element listing the files of the report."""
@@ -407,7 +401,7 @@ def _paired_rows(
 def ablation(cohort: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 2, for every refined method: stage 1 alone (``diffusion``) against
     both stages (``tssc``), and any other method against stage 2 over it (``demons`` against
-    ``demons_sc``, :func:`tssc_py.stage2.refined_name`).
+    ``demons_sc``, :func:`tssc_py.runs.refined_name`).
 
     Only subjects scored with both methods count; the difference is ``refined - method`` per
     subject, its mean and population std over those subjects.

@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,11 @@ from tssc_py.baselines import MODELS
 from tssc_py.errors import TsscError
 from tssc_py.methods import Method, get_method, method_names
 from tssc_py.report import check_label
+from tssc_py.runs import REFINED, REFINED_SUFFIX, REFINES, refined_name
 from tssc_py.samplesheet import read_samplesheet
+from tssc_py.schema import SCHEMA, stale
+from tssc_py.schema import UTILS as UTILS_FILE
 from tssc_py.stage1.train import KIND as STAGE1_KIND
-from tssc_py.stage2 import REFINED, REFINED_SUFFIX, REFINES, refined_name
 
 PARAMS_SCHEMA = json.loads((REPO / "nextflow_schema.json").read_text())
 INPUT_SCHEMA = json.loads((REPO / "assets/schema_input.json").read_text())
@@ -137,7 +141,7 @@ def test_versions_and_stage_2_names_match_the_package() -> None:
     inference = (REPO / "workflows/inference.nf").read_text()
     assert "[method: refinedName(meta.method)]" in inference
     utils = UTILS.read_text()
-    # refinedName is tssc_py.stage2.refined_name
+    # refinedName is tssc_py.runs.refined_name
     assert f"method == '{REFINES}' ? '{REFINED}' : \"${{method}}{REFINED_SUFFIX}\"" in utils
     assert refined_name(REFINES) == REFINED and refined_name("demons") == "demons_sc"
 
@@ -246,6 +250,25 @@ def _alternatives(pattern: str) -> list[list[str]]:
     return [group.split("|") for group in re.findall(r"\(([a-z0-9_|]+)\)", pattern)]
 
 
+def test_the_pipeline_copies_the_library_s_lists(tmp_path: Path) -> None:
+    """Method names, model kinds, presets and the other lists reach the pipeline from the
+    library (python -m tssc_py.schema), so a new method cannot be forgotten there."""
+    assert stale() == []
+    proc = subprocess.run(
+        [sys.executable, "-m", "tssc_py.schema", "--check"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout
+    # A copy that drifted (a method gone from the schema, a kind from the Groovy) is found.
+    for name in (SCHEMA, UTILS_FILE):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text((REPO / name).read_text())
+    schema = tmp_path / SCHEMA
+    schema.write_text(schema.read_text().replace("|uvinet|voxelmorph)", "|uvinet)", 1))
+    utils = tmp_path / UTILS_FILE
+    utils.write_text(utils.read_text().replace(", 'voxelmorph']", "]", 1))
+    assert stale(tmp_path) == [SCHEMA, UTILS_FILE]
+
+
 def test_method_params_accept_exactly_the_library_methods() -> None:
     """--methods, --cpu_methods and --refine_method list tssc_py.methods' names, so a wrong
     name stops the run at validation instead of in an INTERPOLATE task after training."""
@@ -304,4 +327,4 @@ def test_the_pipeline_knows_the_stage_1_checkpoint_kind() -> None:
 def test_checkpoint_kinds_match_the_package() -> None:
     listed = re.search(r"^\s*def kinds = \[(.*)\]$", UTILS.read_text(), re.M)
     assert listed is not None
-    assert re.findall(r"'(\w+)'", listed.group(1)) == [STAGE1_KIND, *MODELS]
+    assert sorted(re.findall(r"'(\w+)'", listed.group(1))) == sorted([STAGE1_KIND, *MODELS])

@@ -11,7 +11,6 @@ from tssc_py.errors import TsscError
 from tssc_py.stage1.model import (
     DIT_LIMITS,
     MAX_MLP_RATIO,
-    PRESETS,
     SHORT_ATTENTION,
     DiTConfig,
     VideoDiT,
@@ -98,7 +97,7 @@ def test_tiny_preset_sizes_and_parameter_count() -> None:
 def test_large_presets_build_with_documented_sizes(name: str, expected: tuple) -> None:
     cfg = preset_config(name)
     assert (cfg.patch_size, cfg.hidden, cfg.depth, cfg.heads) == expected
-    model = PRESETS[name]()
+    model = build_model(name)
     assert model.config == cfg
     assert len(model.blocks) == expected[2]
 

@@ -4,34 +4,37 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from tests.conftest import make_prepared, run_cli, tiny_train_config
+from tests.conftest import make_prepared, run_cli
 from tssc_py.checkpoint import load_checkpoint
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.io import read_scan, write_scan
 from tssc_py.methods import fill_chunk, get_method
-from tssc_py.methods.diffusion import SAMPLING_REVISION
 from tssc_py.prepare import PrepareConfig, load_record, prepare_file, record_path
 from tssc_py.slices import assemble_chunks, filled_scan, split_volume
-from tssc_py.stage1.train import train as train_stage1
 from tssc_py.stage2.data import (
     CropSampler,
+    OutputsFolder,
     Pair,
-    generate_stage1,
     load_pairs,
     outputs_folder,
 )
 from tssc_py.stage2.model import build_refine
-from tssc_py.stage2.refine import load_refine, refine_file, refine_series, refine_volume
+from tssc_py.stage2.refine import (
+    context_channels,
+    load_refiner,
+    refine_file,
+    refine_series,
+    refine_volume,
+)
 from tssc_py.stage2.ssm import resolve_backend
 from tssc_py.stage2.train import LOG_COLUMNS, TrainConfig, train
 
@@ -69,52 +72,10 @@ def test_pairs_and_crops(prepared: Path, outputs: Path) -> None:
     pairs = load_pairs(images, outputs_folder(outputs, ["s0", "s1", "s2"]))
     assert [p.subject for p in pairs] == ["s0", "s1", "s2"]
     assert pairs[0].generated.shape == (6, 16, 16, 4)  # the 6 hidden frames of 8
-    x, y = CropSampler(pairs, 8).batch(np.random.default_rng(0), 5)
+    x, y = CropSampler(pairs, 8, 4).batch(np.random.default_rng(0), 5)
     assert x.shape == y.shape == (5, 1, 8, 8, 4)
     with pytest.raises(TsscError, match="no stage-1 output for subject 's9'"):
         outputs_folder(outputs, ["s9"])
-
-
-def test_generate_stage1_caches(prepared: Path, tmp_path: Path) -> None:
-    ckpt = train_stage1(
-        [prepared], tmp_path / "s1", tiny_train_config(frames=8, steps=1), show_progress=False
-    )
-    images = sorted(prepared.glob("*.nii.gz"))
-
-    def made_at(options: dict[str, object]) -> int:
-        runner = get_method("diffusion", checkpoint=ckpt, **options)
-        made = generate_stage1(images, tmp_path / "cache", runner)
-        assert sorted(made) == ["s0", "s1", "s2"]
-        return made["s0"].stat().st_mtime_ns
-
-    first = made_at({"steps": 2})
-    assert made_at({"steps": 2, "batch_size": None}) == first  # None: the same default
-    remade = made_at({"steps": 3})  # other sampling options: made again
-    assert remade != first
-    assert made_at({"steps": 3, "flips": 8}) == remade  # 8 is the default
-    assert made_at({"steps": 3, "flips": 1}) != remade
-    settings = json.loads((tmp_path / "cache" / "made_with.json").read_text())
-    assert settings["flips"] == 1 and settings["checkpoint"]["step"] == 1
-    assert len(settings["weights_sha256"]) == 64 and settings["sampling"] == SAMPLING_REVISION
-    # Other weights under the same config (stage 1 retrained, or by other code): made again.
-    # The demo's stage 2 once trained on outputs cached before the sampling noise changed.
-    weights = ckpt / "ema.safetensors"
-    save_file({k: v + 0.01 for k, v in load_file(str(weights)).items()}, str(weights))
-    assert made_at({"steps": 3, "flips": 1}) != remade
-    # A subject prepared again (here with every third frame known): made again, the others
-    # reused. A resumed stage-2 training (once) kept the first pattern's outputs.
-    shutil.copytree(prepared, tmp_path / "prepared")
-    images = sorted((tmp_path / "prepared").glob("*.nii.gz"))
-    runner = get_method("diffusion", checkpoint=ckpt, flips=1)
-    made = generate_stage1(images, tmp_path / "cache2", runner)
-    times = {subject: path.stat().st_mtime_ns for subject, path in made.items()}
-    scan = prepared.parent / "scans" / "s0.nii.gz"
-    config = PrepareConfig(size=16, depth=4, frames=7, known_every=3)
-    prepare_file(scan, images[0], config, overwrite=True)
-    made = generate_stage1(images, tmp_path / "cache2", runner)
-    assert made["s0"].stat().st_mtime_ns != times["s0"]
-    assert [made[s].stat().st_mtime_ns for s in ("s1", "s2")] == [times["s1"], times["s2"]]
-    assert read_scan(made["s0"]).data.shape[-1] == 7
 
 
 def test_upsample_subjects_are_refused(tmp_path: Path) -> None:
@@ -130,7 +91,11 @@ def test_upsample_subjects_are_refused(tmp_path: Path) -> None:
 
 def test_train_writes_log_and_checkpoint(prepared: Path, outputs: Path, tmp_path: Path) -> None:
     whole = train(
-        [prepared], tmp_path / "whole", _config(), stage1_outputs=outputs, show_progress=False
+        [prepared],
+        tmp_path / "whole",
+        _config(),
+        stage1=OutputsFolder(outputs),
+        show_progress=False,
     )
     ckpt = load_checkpoint(whole, "stage2")
     assert ckpt.config["step"] == 4 and ckpt.config["refine"]["channels"] == 8
@@ -145,7 +110,9 @@ def test_killed_run_resumes_exactly(
 ) -> None:
     # On the CPU: CUDA's atomically-adding kernels already make two identical GPU runs differ.
     cpu = _config(device="cpu")
-    whole = train([prepared], tmp_path / "whole", cpu, stage1_outputs=outputs, show_progress=False)
+    whole = train(
+        [prepared], tmp_path / "whole", cpu, stage1=OutputsFolder(outputs), show_progress=False
+    )
     calls = {"n": 0}
     batch = CropSampler.batch
 
@@ -157,14 +124,16 @@ def test_killed_run_resumes_exactly(
 
     monkeypatch.setattr(CropSampler, "batch", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        train([prepared], tmp_path / "part", cpu, stage1_outputs=outputs, show_progress=False)
+        train(
+            [prepared], tmp_path / "part", cpu, stage1=OutputsFolder(outputs), show_progress=False
+        )
     monkeypatch.setattr(CropSampler, "batch", batch)
     assert load_checkpoint(tmp_path / "part" / "checkpoint").config["step"] == 2
     resumed = train(
         [prepared],
         tmp_path / "part",
         cpu,
-        stage1_outputs=outputs,
+        stage1=OutputsFolder(outputs),
         resume=True,
         show_progress=False,
     )
@@ -195,11 +164,96 @@ def test_refine_identity_tiles_padding_and_known_frames() -> None:
         refine_series(net, series, [0, 3])
 
 
+def test_context_channels_take_the_nearest_known_frames() -> None:
+    series = np.broadcast_to(np.arange(8, dtype=np.float32), (4, 4, 2, 8)).copy()  # value = t
+    known = [2, 5]
+
+    def summary(t: int) -> list[float]:
+        context = context_channels(series, known, t)
+        assert context.shape == (3, 4, 4, 2) and context.dtype == np.float32
+        assert all(np.ptp(c) == 0 for c in context)  # each channel is one value everywhere
+        return [float(c.flat[0]) for c in context]
+
+    assert summary(3) == pytest.approx([2, 5, 1 / 3])
+    assert summary(5) == [5, 5, 0]  # a known frame is its own context
+    assert summary(0) == [2, 2, 0]  # before the first known frame: the first, twice
+    assert summary(7) == [5, 5, 0]
+    with pytest.raises(TsscError, match="without known frames"):
+        context_channels(series, [], 3)
+
+
+def test_context_network_refuses_the_other_input() -> None:
+    torch.manual_seed(0)
+    vol = np.random.default_rng(0).random((18, 13, 3)).astype(np.float32)
+    series = np.stack([vol] * 4, axis=-1)
+    context = context_channels(series, [0, 3], 1)
+    with_context = build_refine("tiny", context=True).eval()
+    assert with_context.stem[0].in_channels == 4
+    # Untrained it is the identity, as without context: training starts from stage 1's frames.
+    refined = refine_volume(with_context, vol, tile=8, overlap=4, context=context)
+    np.testing.assert_allclose(refined, vol, atol=1e-6)
+    with pytest.raises(TsscError, match="needs the known frames' context"):
+        refine_volume(with_context, vol)
+    with pytest.raises(TsscError, match="was trained without the known frames' context"):
+        refine_volume(build_refine("tiny").eval(), vol, context=context)
+    with pytest.raises(TsscError, match=r"expected \(B, 4, X, Y, Z\) inputs"):
+        with_context(torch.zeros(1, 1, 16, 16, 3))
+
+
+def test_crops_carry_the_context_with_their_frame() -> None:
+    rng = np.random.default_rng(0)
+    made = rng.random((2, 16, 12, 3)).astype(np.float32)
+    truth = made + 1
+    # Context channels equal to the frame (plus 2, 3, 4) show that crops and flips match.
+    context = np.stack([made + k for k in (2, 3, 4)], axis=1)
+    x, y = CropSampler([Pair("s", made, truth, context)], 8, 4).batch(rng, 16)
+    assert x.shape == (16, 4, 8, 8, 3) and y.shape == (16, 1, 8, 8, 3)
+    for k in range(4):
+        np.testing.assert_allclose(x[:, k] - x[:, 0], 0 if k == 0 else k + 1, atol=1e-6)
+    np.testing.assert_allclose(y[:, 0] - x[:, 0], 1, atol=1e-6)
+
+
+def test_train_and_refine_with_context(
+    prepared: Path, outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = train(
+        [prepared],
+        tmp_path / "run",
+        _config(steps=2, context=True),
+        stage1=OutputsFolder(outputs),
+        show_progress=False,
+    )
+    err = capsys.readouterr().err
+    # 2 training subjects and 1 validation subject here; both given, each a PSNR.
+    assert re.search(
+        r"stage-1 frames: PSNR \d+\.\d\d dB on the training subjects, "
+        r"\d+\.\d\d on the validation subjects",
+        err,
+    )
+    assert load_checkpoint(ckpt).config["refine"]["context"] is True
+    net = load_refiner(ckpt, "cpu").net
+    assert net.config.context
+    with torch.no_grad():
+        net.head.weight.normal_(std=0.05)
+    filled = read_scan(outputs / "s0.nii").data
+    known = load_record(prepared / "s0.json").known_frames
+    out = refine_series(net, filled, known)
+    np.testing.assert_array_equal(out[..., known], filled[..., known])
+    hidden = [t for t in range(filled.shape[-1]) if t not in known]
+    assert not np.allclose(out[..., hidden], filled[..., hidden])
+    refine_file(outputs / "s0.nii", prepared / "s0.json", ckpt, tmp_path / "refined.nii")
+    assert read_scan(tmp_path / "refined.nii").data.shape == filled.shape
+
+
 def test_refine_cli(prepared: Path, outputs: Path, tmp_path: Path) -> None:
     ckpt = train(
-        [prepared], tmp_path / "run", _config(steps=2), stage1_outputs=outputs, show_progress=False
+        [prepared],
+        tmp_path / "run",
+        _config(steps=2),
+        stage1=OutputsFolder(outputs),
+        show_progress=False,
     )
-    assert isinstance(load_refine(ckpt), torch.nn.Module)
+    assert isinstance(load_refiner(ckpt, "cpu").net, torch.nn.Module)
     out = tmp_path / "refined.nii"
     proc = run_cli(
         "tssc-refine",
@@ -250,16 +304,16 @@ def test_sizes_in_a_hand_edited_config_are_refused_before_allocation(
     edited = {**config, "refine": {**config["refine"], "channels": 10**9}}
     (ckpt / "config.json").write_text(json.dumps(edited))
     with pytest.raises(TsscError, match=r"ckpt/config\.json: stage-2 channels must be an integer"):
-        load_refine(ckpt)
+        load_refiner(ckpt, "cpu")
     (ckpt / "config.json").write_text(json.dumps(config))
-    assert isinstance(load_refine(ckpt), torch.nn.Module)
+    assert isinstance(load_refiner(ckpt, "cpu").net, torch.nn.Module)
     monkeypatch.setattr("tssc_py.memory.physical_memory", lambda: 10**4)
     message = (
         r"ckpt/config\.json: the network it describes \(0\.\d M parameters, 2 copies of their "
         r"float32 weights: built, then loaded\) needs about"
     )
     with pytest.raises(TsscError, match=message):
-        load_refine(ckpt)
+        load_refiner(ckpt, "cpu")
 
 
 def test_network_and_batch_sizes_have_bounds(
@@ -276,57 +330,9 @@ def test_network_and_batch_sizes_have_bounds(
     )
     with pytest.raises(TsscError, match=message):
         train(
-            [prepared], tmp_path / "run", _config(blocks=2), stage1_outputs=outputs,
+            [prepared], tmp_path / "run", _config(blocks=2), stage1=OutputsFolder(outputs),
             show_progress=False,
         )  # fmt: skip
-
-
-def test_resume_refuses_other_stage1_outputs(prepared: Path, tmp_path: Path) -> None:
-    models = [
-        train_stage1(
-            [prepared],
-            tmp_path / f"s1_{steps}",
-            tiny_train_config(frames=8, steps=steps),
-            show_progress=False,
-        )
-        for steps in (1, 2)
-    ]
-    run = tmp_path / "run"
-    train([prepared], run, _config(steps=2), stage1=models[0], show_progress=False)
-    made = sorted((run / "stage1_outputs").glob("*.nii"))
-    with pytest.raises(TsscError, match=r"other stage-1 outputs \(checkpoint.step, "):
-        train([prepared], run, _config(steps=3), stage1=models[1], resume=True)
-    with pytest.raises(TsscError, match=r"other stage-1 outputs \(steps differs\)"):
-        train(
-            [prepared],
-            run,
-            _config(steps=3),
-            stage1=models[0],
-            stage1_options={"steps": 2},
-            resume=True,
-        )
-    with pytest.raises(TsscError, match="other stage-1 outputs"):
-        train([prepared], run, _config(steps=3), stage1_outputs=run / "lin", resume=True)
-    assert sorted((run / "stage1_outputs").glob("*.nii")) == made  # not made again
-    train([prepared], run, _config(steps=3), stage1=models[0], resume=True, show_progress=False)
-    # The batch size is not compared, also where an earlier tssc recorded it.
-    config_file = run / "checkpoint" / "config.json"
-    config = json.loads(config_file.read_text())
-    assert "batch_size" not in config["stage1"]
-    config["stage1"]["batch_size"] = 16
-    config_file.write_text(json.dumps(config))
-    options = {"batch_size": 2}
-    train([prepared], run, _config(steps=3), stage1=models[0], stage1_options=options, resume=True)
-    # Stage 1 retrained in place with the same options: other weights, other outputs.
-    weights = models[0] / "ema.safetensors"
-    save_file({k: v + 0.01 for k, v in load_file(str(weights)).items()}, str(weights))
-    with pytest.raises(TsscError, match=r"other stage-1 outputs \(weights_sha256 differs\)"):
-        train([prepared], run, _config(steps=4), stage1=models[0], resume=True)
-    # Outputs read from a folder that tssc-train-stage2 made are known by how they were made.
-    other = tmp_path / "other"
-    train([prepared], other, _config(steps=2), stage1_outputs=run / "stage1_outputs")
-    saved = load_checkpoint(other / "checkpoint").config["stage1"]
-    assert saved["made_with"]["checkpoint"]["step"] == 1
 
 
 def test_inputs_crops_and_the_backend_line(
@@ -339,29 +345,44 @@ def test_inputs_crops_and_the_backend_line(
     for name in ("s0.nii.gz", "s0.json"):
         (twin / name).write_bytes((prepared / name).read_bytes())
     with pytest.raises(TsscError, match=r"subject 's0' comes twice, also from"):
-        train([prepared, twin / "s0.nii.gz"], tmp_path / "a", _config(), stage1_outputs=outputs)
+        train(
+            [prepared, twin / "s0.nii.gz"], tmp_path / "a", _config(), stage1=OutputsFolder(outputs)
+        )
     with pytest.raises(TsscError, match="resume and overwrite exclude each other"):
         train(
             [prepared],
             tmp_path / "c",
             _config(),
-            stage1_outputs=outputs,
+            stage1=OutputsFolder(outputs),
             resume=True,
             overwrite=True,
         )
-    for crop in (6, 2):
-        with pytest.raises(TsscError, match="crop must be a positive multiple of 4"):
-            _config(crop=crop)
-    # A crop beyond the frames is cut to their side rounded down to a multiple of 4 (30x30
-    # frames failed at the first step: the network halves the side twice).
+    # The crop is checked against the network it trains, before any stage-1 output is read:
+    # base halves the in-plane size 3 times (a crop of 36 once failed in the network's forward).
+    for crop, preset in ((6, "tiny"), (36, "base"), (2, "tiny")):
+        multiple = 4 if preset == "tiny" else 8
+        with pytest.raises(TsscError, match=f"--crop must be a multiple of {multiple} for the "):
+            train(
+                [prepared],
+                tmp_path / "x",
+                _config(crop=crop, preset=preset),
+                OutputsFolder(outputs),
+            )
+    with pytest.raises(TsscError, match="crop must be at least 1, got 0"):
+        _config(crop=0)
+    # A crop beyond the frames is cut to their side rounded down to the network's multiple
+    # (30x30 frames failed at the first step: the network halves the side twice; 60-voxel
+    # frames failed base, which halves it 3 times).
     frames = np.zeros((2, 30, 30, 4), np.float32)
-    sampler = CropSampler([Pair("s", frames, frames)], 64)
+    sampler = CropSampler([Pair("s", frames, frames)], 64, 4)
     x, _ = sampler.batch(np.random.default_rng(0), 2)
     assert x.shape == (2, 1, 28, 28, 4) and sampler.crop_shapes() == {(28, 28, 4)}
+    wide = np.zeros((2, 60, 60, 4), np.float32)
+    assert CropSampler([Pair("s", wide, wide)], 64, 8).crop_shapes() == {(56, 56, 4)}
     with pytest.raises(TsscError, match="frames under 4 voxels in-plane"):
-        CropSampler([Pair("s", frames[:, :3], frames[:, :3])], 8)
+        CropSampler([Pair("s", frames[:, :3], frames[:, :3])], 8, 4)
     config = _config(crop=64, preset="auto", device="cpu")
-    train([prepared], tmp_path / "b", config, stage1_outputs=outputs, show_progress=False)
+    train([prepared], tmp_path / "b", config, stage1=OutputsFolder(outputs), show_progress=False)
     err = capsys.readouterr().err
     assert "stage 2 state-space backend: torch" in err
     assert "stage 2 preset: tiny (--preset auto on cpu)" in err
@@ -373,24 +394,15 @@ def test_inputs_crops_and_the_backend_line(
     ) in err
 
 
-def test_train_needs_exactly_one_stage1_source(prepared: Path, tmp_path: Path) -> None:
-    with pytest.raises(TsscError, match="either a stage-1 checkpoint or a folder"):
-        train([prepared], tmp_path / "r", _config())
-    others = make_prepared(tmp_path / "o", subjects=1)
-    with pytest.raises(TsscError, match="leave none for training"):
-        train(
-            [others],
-            tmp_path / "r",
-            _config(),
-            stage1_outputs=_linear_outputs(others, tmp_path / "lin"),
-        )
-
-
 def test_tssc_run_with_stage2(
     prepared: Path, outputs: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     refine = train(
-        [prepared], tmp_path / "s2", _config(steps=2), stage1_outputs=outputs, show_progress=False
+        [prepared],
+        tmp_path / "s2",
+        _config(steps=2),
+        stage1=OutputsFolder(outputs),
+        show_progress=False,
     )
     scans = prepared.parent / "scans"
     common = ("--size", 16, "--depth", 4, "--frames", 6, "--no-progress")
@@ -438,6 +450,28 @@ def test_tssc_run_with_stage2(
     )
     summary = pd.read_csv(tmp_path / "ablation" / "report" / "summary.csv")
     assert set(summary["method"]) == {"diffusion"}
+    # Stage 2 over another method: a method of its own, named after it, recorded as such.
+    run_cli(
+        "tssc-run",
+        "--input",
+        scans / "s0.nii.gz",
+        "--out",
+        tmp_path / "over_linear",
+        "--methods",
+        "linear",
+        "--refine-checkpoint",
+        refine,
+        "--refine-method",
+        "linear",
+        "--ssim",
+        "2d",
+        *common,
+    )
+    summary = pd.read_csv(tmp_path / "over_linear" / "report" / "summary.csv")
+    assert set(summary["method"]) == {"linear", "linear_sc"}
+    assert (tmp_path / "over_linear" / "linear_sc" / "s0.nii.gz").exists()
+    state = json.loads((tmp_path / "over_linear" / "run.json").read_text())
+    assert state["settings"]["refine"]["method"] == "linear"
     proc = run_cli(
         "tssc-run",
         "--input",
@@ -452,3 +486,14 @@ def test_tssc_run_with_stage2(
         check=False,
     )
     assert proc.returncode == 1 and "add it to methods" in proc.stderr
+
+
+def test_train_needs_a_subject_to_train_on(tmp_path: Path) -> None:
+    others = make_prepared(tmp_path / "o", subjects=1)
+    with pytest.raises(TsscError, match="leave none for training"):
+        train(
+            [others],
+            tmp_path / "r",
+            _config(),
+            stage1=OutputsFolder(_linear_outputs(others, tmp_path / "lin")),
+        )

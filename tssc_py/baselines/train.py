@@ -1,6 +1,6 @@
 """Unsupervised training of the learned baselines (``tssc-train-baseline``).
 
-The data are stage 1's (:mod:`tssc_py.stage1.data`): slice sequences of prepared subjects with
+The data are stage 1's (:mod:`tssc_py.sequences`): slice sequences of prepared subjects with
 a random known-frame pattern (the two ends of a window, or every k-th frame). Each sample is
 one pair of consecutive known frames of such a sequence; frames between them are never seen,
 as at inference. Adam at a constant rate, as UVI-Net. The run folder, checkpoints, exact
@@ -32,8 +32,8 @@ from tssc_py.baselines.model import (
 from tssc_py.device import resolve_device
 from tssc_py.errors import TsscError
 from tssc_py.metrics import versus_linear
+from tssc_py.sequences import Sampler, load_cohort, prepared_images, validation_set
 from tssc_py.signals import deferred_stop
-from tssc_py.stage1.data import Sampler, load_cohort, prepared_images, validation_set
 from tssc_py.training import Run, RunOptions, hold_out, versus_linear_line
 
 LOG_COLUMNS = (

@@ -42,6 +42,9 @@ class Method(ABC):
     checkpoint_kind: ClassVar[str | None] = None
     weights: str = "model"
     """The checkpoint's tensor group the method runs."""
+    revision: ClassVar[int] = 1
+    """Raised when the same options and weights give other outputs, so that caches of them
+    (stage 2's training inputs) are made again."""
 
     def settings(self) -> dict[str, object]:
         """What decides this method's output besides its input: the value of each option
@@ -67,6 +70,11 @@ class Method(ABC):
         if checkpoint is None:
             return None
         return load_checkpoint(checkpoint).digest(self.weights)
+
+    def fingerprint(self) -> dict[str, object]:
+        """What decides this method's output, for caches of it: :meth:`settings`, the weights'
+        digest (:attr:`weights_sha256`) and the code's :attr:`revision`."""
+        return {**self.settings(), "weights_sha256": self.weights_sha256, "revision": self.revision}
 
     def check_known(self, known: Sequence[int], n_frames: int) -> None:
         """Raise TsscError if this method cannot fill a series of ``n_frames`` frames from

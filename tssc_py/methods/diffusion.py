@@ -17,8 +17,6 @@ from tssc_py.methods.base import Method, register
 from tssc_py.stage1 import SAMPLING_FLIPS, SAMPLING_STEPS
 from tssc_py.stage1.interpolator import check_flips, check_samples, load_stage1, windows
 
-FINGERPRINT_KEYS = ("weights_sha256", "sampling")
-"""What :meth:`Diffusion.fingerprint` adds to the method's settings."""
 SAMPLING_REVISION = 2
 """Raise when the same weights and options sample differently (2: each slice sequence has its
 own noise, 2026-11-26), so that cached outputs (stage 2's) are made again."""
@@ -67,6 +65,7 @@ class Diffusion(Method):
     name = "diffusion"
     min_known = 2
     checkpoint_kind = "stage1"
+    revision = SAMPLING_REVISION
     options = (
         "checkpoint",
         "steps",
@@ -110,13 +109,6 @@ class Diffusion(Method):
         if compile and self.device.type == "cuda":
             # A compiled Module is a Module (OptimizedModule); the stub says only Callable.
             self.network = cast(nn.Module, torch.compile(self.stage1.model))
-
-    def fingerprint(self) -> dict[str, object]:
-        """What decides this method's output, for caches of it: :meth:`settings` (the options
-        and the checkpoint's config) and :data:`FINGERPRINT_KEYS`: the weights' digest and the
-        sampling code's revision (:data:`SAMPLING_REVISION`)."""
-        added = (self.weights_sha256, SAMPLING_REVISION)
-        return {**self.settings(), **dict(zip(FINGERPRINT_KEYS, added, strict=True))}
 
     def check_known(self, known: Sequence[int], n_frames: int) -> None:
         super().check_known(known, n_frames)

@@ -3,9 +3,6 @@
 Names shared with the command-line layer live here, so that importing them does not load torch.
 """
 
-DEVICES = ("auto", "cpu", "cuda")
-"""Where a model runs: ``auto`` picks CUDA when available."""
-
 WEIGHTS = ("ema", "model")
 """Which stored weights inference uses: the EMA average (default) or the raw ones."""
 

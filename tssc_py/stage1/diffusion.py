@@ -10,12 +10,13 @@ and ``t`` a ``(B,)`` long tensor of timesteps.
 Prediction target. The schedule is linear in beta from 1e-6 to 1e-2 over 1000 steps (the
 paper's endpoints), which gives ``alpha_bar_T = prod(1 - beta_t) = 6.6226e-3`` (computed in
 float64; signal-to-noise ratio ``alpha_bar / (1 - alpha_bar) = 6.667e-3``, signal amplitude
-``sqrt(alpha_bar_T) = 0.0814``). The default target is ``"v"``
-(``v = sqrt(ab) * eps - sqrt(1 - ab) * x0``): its ``x0`` estimate
-``sqrt(ab) * x_t - sqrt(1 - ab) * v`` stays well-conditioned at both ends of the schedule,
-whereas epsilon-prediction recovers ``x0 = (x_t - sqrt(1 - ab) * eps) / sqrt(ab)`` and so
-amplifies model errors by ``1 / sqrt(alpha_bar)``, about 12x near ``t = T``. ``"epsilon"``
-remains available.
+``sqrt(alpha_bar_T) = 0.0814``). The default target is ``"x0"``: stage 1 diffuses a residual
+over its prior, and with ``x0`` its high-noise steps learn the residual's conditional mean
+(what PSNR rewards; see the README). ``"v"`` (``v = sqrt(ab) * eps - sqrt(1 - ab) * x0``,
+whose ``x0`` estimate ``sqrt(ab) * x_t - sqrt(1 - ab) * v`` stays well-conditioned at both
+ends of the schedule) and ``"epsilon"`` (which recovers
+``x0 = (x_t - sqrt(1 - ab) * eps) / sqrt(ab)`` and so amplifies model errors by
+``1 / sqrt(alpha_bar)``, about 12x near ``t = T``) remain available.
 
 Consequence of the schedule: the forward process leaves a little signal at ``T``
 (``sqrt(alpha_bar_T) * x0``), yet sampling starts from ``x_T ~ N(0, I)``. This mismatch is the
@@ -62,7 +63,7 @@ class ScheduleConfig:
     steps: int = 1000
     beta_start: float = 1e-6
     beta_end: float = 1e-2
-    prediction: str = "v"
+    prediction: str = "x0"
 
     def __post_init__(self) -> None:
         check_integer("schedule steps", self.steps, 1, MAX_SCHEDULE_STEPS)

@@ -48,7 +48,7 @@ FLIPS = (1, 2, 4, 8)
 """Numbers of flipped copies :meth:`Stage1.sample` can average."""
 FLIP_DIMS = ((), (1,), (2,), (1, 2), (3,), (1, 3), (2, 3), (1, 2, 3))
 """The copies' flipped dimensions of a ``(B, T, x, y)`` batch, in the order they are added:
-the 8 ways training flips its sequences (:meth:`~tssc_py.stage1.data.Sampler.sample`)."""
+the 8 ways training flips its sequences (:meth:`~tssc_py.sequences.Sampler.sample`)."""
 
 
 def check_flips(flips: int) -> None:
@@ -75,7 +75,7 @@ class Stage1Config:
     """
 
     model: DiTConfig
-    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(prediction="x0"))
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     frames: int = 12
     size: tuple[int, int] = (64, 64)
     prior: str = "linear"

@@ -11,7 +11,6 @@ patch grid, N = h*w tokens per frame, D hidden width.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -418,53 +417,28 @@ class VideoDiT(nn.Module):
 # Presets
 # ---------------------------------------------------------------------------------------------
 
-_PRESET_CONFIGS: dict[str, DiTConfig] = {
+PRESETS: dict[str, DiTConfig] = {
+    # For tests and CPU demos.
     "DiT_tiny": DiTConfig(patch_size=4, hidden=64, depth=2, heads=2),
+    # The default for GPU work at 256x256.
     "DiT_S": DiTConfig(patch_size=8, hidden=384, depth=12, heads=6),
     "DiT_B": DiTConfig(patch_size=8, hidden=768, depth=12, heads=12),
 }
+"""The size presets, by name (``--preset``)."""
 
 
-def preset_config(name: str) -> DiTConfig:
-    """The config of a named preset (a fresh copy).
+def preset_config(name: str, **overrides: Any) -> DiTConfig:
+    """A preset's config (a fresh copy) with optional overrides, without building the model.
 
     Raises:
-        TsscError: For an unknown preset name.
+        TsscError: For an unknown preset name or override.
     """
-    if name not in _PRESET_CONFIGS:
-        known = ", ".join(_PRESET_CONFIGS)
-        raise TsscError(f"unknown DiT preset {name!r} (known: {known})")
-    return DiTConfig.from_dict(_PRESET_CONFIGS[name].to_dict())
-
-
-def _from_preset(name: str, **overrides: Any) -> VideoDiT:
+    if name not in PRESETS:
+        raise TsscError(f"unknown DiT preset {name!r} (known: {', '.join(PRESETS)})")
     try:
-        cfg = DiTConfig.from_dict({**preset_config(name).to_dict(), **overrides})
+        return DiTConfig.from_dict({**PRESETS[name].to_dict(), **overrides})
     except TypeError as exc:
         raise TsscError(f"bad overrides for {name}: {exc}") from None
-    return VideoDiT(cfg)
-
-
-def DiT_tiny(**overrides: Any) -> VideoDiT:  # noqa: N802
-    """Patch 4, hidden 64, depth 2, heads 2: for tests and CPU demos."""
-    return _from_preset("DiT_tiny", **overrides)
-
-
-def DiT_S(**overrides: Any) -> VideoDiT:  # noqa: N802
-    """Patch 8, hidden 384, depth 12, heads 6: the default for GPU work at 256x256."""
-    return _from_preset("DiT_S", **overrides)
-
-
-def DiT_B(**overrides: Any) -> VideoDiT:  # noqa: N802
-    """Patch 8, hidden 768, depth 12, heads 12."""
-    return _from_preset("DiT_B", **overrides)
-
-
-PRESETS: dict[str, Callable[..., VideoDiT]] = {
-    "DiT_tiny": DiT_tiny,
-    "DiT_S": DiT_S,
-    "DiT_B": DiT_B,
-}
 
 
 def build_model(preset: str, **overrides: Any) -> VideoDiT:
@@ -473,6 +447,4 @@ def build_model(preset: str, **overrides: Any) -> VideoDiT:
     Raises:
         TsscError: For an unknown preset or unknown override keys.
     """
-    if preset not in PRESETS:
-        raise TsscError(f"unknown DiT preset {preset!r} (known: {', '.join(PRESETS)})")
-    return PRESETS[preset](**overrides)
+    return VideoDiT(preset_config(preset, **overrides))

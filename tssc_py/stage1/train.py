@@ -28,9 +28,9 @@ from tqdm import tqdm
 from tssc_py.device import autocast, check_network_fits, resolve_device
 from tssc_py.errors import TsscError, check_integer
 from tssc_py.metrics import sequence_scores, versus_linear
+from tssc_py.sequences import Sampler, Series, load_cohort, prepared_images, validation_set
 from tssc_py.signals import deferred_stop
 from tssc_py.stage1 import SAMPLING_FLIPS, SAMPLING_STEPS
-from tssc_py.stage1.data import Sampler, Series, load_cohort, prepared_images, validation_set
 from tssc_py.stage1.diffusion import ScheduleConfig
 from tssc_py.stage1.interpolator import (
     Stage1,
@@ -112,7 +112,7 @@ class TrainConfig(RunOptions):
     ema_decay: float = 0.999
     scale: float = 4.0
     prior: str = "rigid_demons"
-    prediction: str = "x0"
+    prediction: str = ScheduleConfig.prediction
     endpoint_fraction: float = 0.5
     val_sequences: int = 16
     val_steps: int = SAMPLING_STEPS

@@ -2,10 +2,9 @@
 
 Stage 2 learns to repair what stage 1 produces, so its inputs are stage-1 outputs: the
 filled series (prepared space) of evaluate-mode subjects, whose hidden frames are known. They
-are either made here by running the frozen stage-1 checkpoint over the subjects (and cached in
-the run folder, so a resumed run does not sample them again; made again when the checkpoint
-or the sampling options change) or read from a folder of
-``tssc-assemble`` outputs named ``SUBJECT.nii`` / ``SUBJECT.nii.gz``.
+come from a :class:`Stage1Source` the caller gives: a folder of ``tssc-assemble`` outputs
+named ``SUBJECT.nii`` / ``SUBJECT.nii.gz`` (:class:`OutputsFolder`), or a method run over the
+subjects (:class:`tssc_py.refinement.MethodOutputs`); stage 2 itself runs no stage 1.
 """
 
 from __future__ import annotations
@@ -14,28 +13,34 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-from tqdm import tqdm
 
-from tssc_py.atomic import atomic_path
-from tssc_py.errors import TsscError, about
-from tssc_py.io import file_sha256, read_scan, write_scan
-from tssc_py.methods import Diffusion, fill_chunk
+from tssc_py.errors import TsscError
+from tssc_py.io import read_scan
 from tssc_py.prepare import PrepareRecord, load_record, record_path
-from tssc_py.slices import assemble_chunks, filled_scan, split_volume
+from tssc_py.stage2.refine import context_channels
 
 
 @dataclass
 class Pair:
-    """One subject's generated frames and their truth, each ``(frames, x, y, z)`` float32."""
+    """One subject's generated frames and their truth, each ``(frames, x, y, z)`` float32,
+    and where asked the context of each, ``(frames, 3, x, y, z)`` (see
+    :func:`~tssc_py.stage2.refine.context_channels`)."""
 
     subject: str
     generated: np.ndarray
     truth: np.ndarray
+    context: np.ndarray | None = None
 
 
-def _record(image: Path) -> PrepareRecord:
+def training_record(image: Path) -> PrepareRecord:
+    """The record of a prepared image that stage 2 can train on.
+
+    Raises:
+        TsscError: For an upsample-mode subject (no ground truth of its new frames).
+    """
     record = load_record(record_path(image))
     if record.mode != "evaluate":
         raise TsscError(
@@ -44,62 +49,6 @@ def _record(image: Path) -> PrepareRecord:
             image,
         )
     return record
-
-
-def _made_from(image: Path) -> str:
-    """The JSON stamp of what a stage-1 output of ``image`` was made from."""
-    digests = {
-        name: file_sha256(path)
-        for name, path in (("prepared_sha256", image), ("record_sha256", record_path(image)))
-    }
-    return json.dumps(digests, indent=1, sort_keys=True) + "\n"
-
-
-def generate_stage1(
-    images: Sequence[Path], cache: Path, runner: Diffusion, show_progress: bool = False
-) -> dict[str, Path]:
-    """Run the stage-1 ``diffusion`` method over prepared subjects, caching each result.
-
-    Args:
-        images: Prepared images (with records).
-        cache: Folder of ``SUBJECT.nii`` results and ``made_with.json`` (the runner's
-            :meth:`~tssc_py.methods.diffusion.Diffusion.fingerprint`: the checkpoint's config,
-            its weights' digest, the sampling options and code revision they were made with),
-            with each result's ``SUBJECT.made_from.json`` (the SHA-256 of the prepared image and
-            record it was made from: a subject prepared again, e.g. with other known frames, is
-            made again); results made otherwise are made again, the others reused.
-        runner: The ``diffusion`` method, ready.
-        show_progress: Draw a progress bar over the subjects.
-
-    Returns:
-        Subject -> filled series path.
-    """
-    made_with = json.dumps(runner.fingerprint(), indent=1, sort_keys=True) + "\n"
-    stamp = cache / "made_with.json"
-    if not stamp.is_file() or stamp.read_text() != made_with:
-        # Each result with its stamp: what the cache holds besides them is not its own.
-        for stamp_of in cache.glob("*.made_from.json"):
-            subject = stamp_of.name.removesuffix(".made_from.json")
-            (cache / f"{subject}.nii").unlink(missing_ok=True)
-            stamp_of.unlink()
-        with atomic_path(stamp, overwrite=True) as tmp:
-            tmp.write_text(made_with)
-    out = {}
-    for image in tqdm(images, desc="stage-1 outputs", unit="subject", disable=not show_progress):
-        record = _record(image)
-        target = cache / f"{record.subject}.nii"
-        made_from = cache / f"{record.subject}.made_from.json"
-        source = _made_from(image)
-        if not (target.exists() and made_from.is_file() and made_from.read_text() == source):
-            prepared = read_scan(image).data
-            with about(image):
-                chunks = split_volume(prepared, record, chunk_size=prepared.shape[2])
-                filled = assemble_chunks([fill_chunk(chunk, runner) for chunk in chunks])
-            write_scan(filled_scan(filled, record), target, overwrite=True)
-            with atomic_path(made_from, overwrite=True) as tmp:
-                tmp.write_text(source)
-        out[record.subject] = target
-    return out
 
 
 def outputs_source(folder: Path) -> dict[str, object]:
@@ -115,15 +64,18 @@ def outputs_source(folder: Path) -> dict[str, object]:
     return {"folder": str(folder.resolve())}
 
 
-def load_pairs(images: Sequence[Path], generated: dict[str, Path]) -> list[Pair]:
-    """Pair every predicted frame of each subject with its truth.
+def load_pairs(
+    images: Sequence[Path], generated: dict[str, Path], context: bool = False
+) -> list[Pair]:
+    """Pair every predicted frame of each subject with its truth (and its context, taken from
+    the stage-1 series as inference takes it, where ``context``).
 
     Raises:
         TsscError: For a subject without a generated series or shapes that do not match.
     """
     pairs = []
     for image in images:
-        record = _record(image)
+        record = training_record(image)
         if record.subject not in generated:
             raise TsscError(f"no stage-1 output for subject {record.subject!r}", image)
         truth = read_scan(image).data
@@ -134,11 +86,15 @@ def load_pairs(images: Sequence[Path], generated: dict[str, Path]) -> list[Pair]
                 generated[record.subject],
             )
         frames = record.predicted_frames
+        around = None
+        if context:
+            around = np.stack([context_channels(made, record.known_frames, t) for t in frames])
         pairs.append(
             Pair(
                 record.subject,
                 np.ascontiguousarray(np.moveaxis(made[..., frames], -1, 0), np.float32),
                 np.ascontiguousarray(np.moveaxis(truth[..., frames], -1, 0), np.float32),
+                around,
             )
         )
     return pairs
@@ -160,24 +116,56 @@ def outputs_folder(folder: Path, subjects: Sequence[str]) -> dict[str, Path]:
     return found
 
 
+class Stage1Source(Protocol):
+    """Where stage 2's inputs come from."""
+
+    def fingerprint(self) -> dict[str, object]:
+        """What the outputs are: recorded in the checkpoint, compared on ``--resume``."""
+        ...
+
+    def outputs(self, images: Sequence[Path], cache: Path, show_progress: bool) -> dict[str, Path]:
+        """Subject -> its filled series, for every prepared image (made in ``cache`` where
+        the source makes them)."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutputsFolder:
+    """A folder of existing stage-1 outputs, ``SUBJECT.nii[.gz]``."""
+
+    folder: Path
+
+    def fingerprint(self) -> dict[str, object]:
+        return outputs_source(self.folder)
+
+    def outputs(self, images: Sequence[Path], cache: Path, show_progress: bool) -> dict[str, Path]:
+        subjects = [load_record(record_path(image)).subject for image in images]
+        return outputs_folder(self.folder, subjects)
+
+
 class CropSampler:
     """Random in-plane crops (all slices) of random generated frames, flipped at random.
 
     Args:
         pairs: Training pairs.
-        crop: In-plane crop side, a multiple of 4 (capped at the frame size rounded down to
-            one: the network halves the in-plane size twice).
+        crop: In-plane crop side, a multiple of ``multiple`` (capped at the frame size rounded
+            down to one).
+        multiple: What the network's in-plane sizes must be divisible by
+            (:attr:`~tssc_py.stage2.model.RefineConfig.multiple`).
 
     Raises:
-        TsscError: For frames smaller than 4 voxels in-plane.
+        TsscError: For frames smaller than ``multiple`` voxels in-plane.
     """
 
-    def __init__(self, pairs: Sequence[Pair], crop: int) -> None:
+    def __init__(self, pairs: Sequence[Pair], crop: int, multiple: int) -> None:
         self.pairs = list(pairs)
-        self.crop = crop
-        small = [p.subject for p in self.pairs if min(p.generated.shape[1:3]) < 4]
+        self.crop, self.multiple = crop, multiple
+        small = [p.subject for p in self.pairs if min(p.generated.shape[1:3]) < multiple]
         if small:
-            raise TsscError(f"subject {small[0]!r}: frames under 4 voxels in-plane cannot train")
+            raise TsscError(
+                f"subject {small[0]!r}: frames under {multiple} voxels in-plane cannot train "
+                "this network"
+            )
         self.weights = np.array([len(p.generated) for p in self.pairs], dtype=float)
         self.weights /= self.weights.sum()
 
@@ -187,10 +175,12 @@ class CropSampler:
 
     def _crop_shape(self, shape: Sequence[int]) -> tuple[int, int, int]:
         nx, ny, nz = shape
-        return min(self.crop, nx // 4 * 4), min(self.crop, ny // 4 * 4), nz
+        m = self.multiple
+        return min(self.crop, nx // m * m), min(self.crop, ny // m * m), nz
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(size, 1, c, c, z)`` inputs and targets."""
+        """``(size, I, c, c, z)`` inputs (I: 1, or 4 with the pairs' context) and
+        ``(size, 1, c, c, z)`` targets."""
         inputs, targets = [], []
         for _ in range(size):
             pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
@@ -199,11 +189,14 @@ class CropSampler:
             cx, cy, _ = self._crop_shape(pair.generated.shape[1:])
             x0 = int(rng.integers(nx - cx, endpoint=True))
             y0 = int(rng.integers(ny - cy, endpoint=True))
-            a = pair.generated[t, x0 : x0 + cx, y0 : y0 + cy]
-            b = pair.truth[t, x0 : x0 + cx, y0 : y0 + cy]
-            for axis in range(3):
+            a = pair.generated[None, t]
+            if pair.context is not None:
+                a = np.concatenate([a, pair.context[t]])
+            a = a[:, x0 : x0 + cx, y0 : y0 + cy]
+            b = pair.truth[None, t, x0 : x0 + cx, y0 : y0 + cy]
+            for axis in range(1, 4):
                 if rng.random() < 0.5:
                     a, b = np.flip(a, axis), np.flip(b, axis)
             inputs.append(a)
             targets.append(b)
-        return np.stack(inputs)[:, None].copy(), np.stack(targets)[:, None].copy()
+        return np.stack(inputs).copy(), np.stack(targets).copy()

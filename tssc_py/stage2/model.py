@@ -17,7 +17,6 @@ Shape notation: B batch, C channels, X x Y x Z voxels, L = X*Y*Z tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -52,6 +51,10 @@ def from_sequence(seq: torch.Tensor, order: str, shape: torch.Size) -> torch.Ten
 GROUPS = 8
 """GroupNorm groups of every convolution (fewer for narrower layers)."""
 
+CONTEXT_CHANNELS = 3
+"""Context channels of :attr:`RefineConfig.context`: the known frames before and after, the
+place in time between them."""
+
 REFINE_LIMITS: dict[str, tuple[int, int]] = {
     "channels": (1, 512),
     "down": (0, 8),
@@ -80,6 +83,11 @@ class RefineConfig:
         d_conv: Causal convolution width inside each layer.
         expand: Inner width of each layer as a multiple of the block width.
         backend: ``auto``, ``torch`` or ``mamba_ssm``.
+        context: Also take the nearest known frame before and after the refined one, and its
+            place in time between them, as three more input channels (see
+            :func:`~tssc_py.stage2.refine.context_channels`). The paper's stage 2 sees the
+            re-stacked volume alone; with it, the network can check the frame against measured
+            anatomy across all slices at once.
     """
 
     channels: int = 32
@@ -89,6 +97,7 @@ class RefineConfig:
     d_conv: int = 4
     expand: int = 2
     backend: str = "auto"
+    context: bool = False
 
     def __post_init__(self) -> None:
         for name, (low, high) in REFINE_LIMITS.items():
@@ -101,6 +110,11 @@ class RefineConfig:
             )
         if self.backend not in BACKENDS:
             raise TsscError(f"unknown state-space backend {self.backend!r}; use one of {BACKENDS}")
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: the volume, and its context where ``context`` is on."""
+        return 1 + CONTEXT_CHANNELS * self.context
 
     @property
     def multiple(self) -> int:
@@ -165,7 +179,7 @@ class RefineNet(nn.Module):
         self.config = config if config is not None else RefineConfig()
         cfg = self.config
         widths = [cfg.channels * 2**i for i in range(cfg.down + 1)]
-        self.stem = _conv(1, widths[0])
+        self.stem = _conv(cfg.in_channels, widths[0])
         self.encoder = nn.ModuleList(
             [_conv(widths[i], widths[i + 1], (2, 2, 1)) for i in range(cfg.down)]
         )
@@ -187,9 +201,14 @@ class RefineNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        """Refine (B, 1, X, Y, Z) volumes; X and Y divisible by ``config.multiple``."""
-        if volume.dim() != 5 or volume.shape[1] != 1:
-            raise TsscError(f"expected (B, 1, X, Y, Z) volumes, got {tuple(volume.shape)}")
+        """Refine (B, I, X, Y, Z) inputs to (B, 1, X, Y, Z) volumes.
+
+        I is ``config.in_channels``: the volume first, then its context; X and Y divisible
+        by ``config.multiple``.
+        """
+        want = self.config.in_channels
+        if volume.dim() != 5 or volume.shape[1] != want:
+            raise TsscError(f"expected (B, {want}, X, Y, Z) inputs, got {tuple(volume.shape)}")
         m = self.config.multiple
         if volume.shape[2] % m or volume.shape[3] % m:
             raise TsscError(
@@ -204,28 +223,16 @@ class RefineNet(nn.Module):
             h = block(h)
         for up, dec in zip(self.up, self.decoder, strict=True):
             h = dec(torch.cat([up(h), skips.pop()], dim=1))
-        return volume + self.head(h)
+        return volume[:, :1] + self.head(h)
 
 
-_PRESET_CONFIGS: dict[str, RefineConfig] = {
-    # 64x64x16 on a CPU: 16x16x16 = 4096 tokens per scan.
+PRESETS: dict[str, RefineConfig] = {
+    # Tests and CPU recipes at 64x64x16: 16x16x16 = 4096 tokens per scan.
     "tiny": RefineConfig(channels=8, down=2, blocks=1, d_state=8),
-    # 256x256x32 on a GPU: 32x32x32 = 32768 tokens per scan.
+    # The default for 256x256x32 on a GPU: 32x32x32 = 32768 tokens per scan.
     "base": RefineConfig(channels=24, down=3, blocks=4, d_state=16),
 }
-
-
-def refine_tiny(**overrides: Any) -> RefineNet:
-    """Width 8, 2 downsamplings, 1 block, state 8: tests and CPU recipes at 64x64x16."""
-    return build_refine("tiny", **overrides)
-
-
-def refine_base(**overrides: Any) -> RefineNet:
-    """Width 24, 3 downsamplings, 4 blocks, state 16: the default for 256x256x32 on a GPU."""
-    return build_refine("base", **overrides)
-
-
-PRESETS: dict[str, Callable[..., RefineNet]] = {"tiny": refine_tiny, "base": refine_base}
+"""The size presets, by name (``--preset``)."""
 
 
 def preset_config(preset: str, **overrides: Any) -> RefineConfig:
@@ -234,9 +241,9 @@ def preset_config(preset: str, **overrides: Any) -> RefineConfig:
     Raises:
         TsscError: For an unknown preset or override.
     """
-    if preset not in _PRESET_CONFIGS:
-        raise TsscError(f"unknown stage-2 preset {preset!r} (known: {', '.join(_PRESET_CONFIGS)})")
-    return RefineConfig.from_dict({**_PRESET_CONFIGS[preset].to_dict(), **overrides})
+    if preset not in PRESETS:
+        raise TsscError(f"unknown stage-2 preset {preset!r} (known: {', '.join(PRESETS)})")
+    return RefineConfig.from_dict({**PRESETS[preset].to_dict(), **overrides})
 
 
 def build_refine(preset: str, **overrides: Any) -> RefineNet:

@@ -45,12 +45,34 @@ def _weight(tile_x: int, tile_y: int, depth: int) -> np.ndarray:
     return np.repeat(w[:, :, None], depth, axis=2)
 
 
+def context_channels(series: np.ndarray, known: Sequence[int], t: int) -> np.ndarray:
+    """The context of frame ``t`` of an ``(x, y, z, t)`` series, ``(3, x, y, z)`` float32.
+
+    The nearest known frame at or before ``t``, the nearest at or after it (at a series end,
+    the one on the other side for both), and ``t``'s place between their times (0 at the
+    first, 1 at the second) in every voxel.
+
+    Raises:
+        TsscError: If no frame is known.
+    """
+    if len(known) == 0:
+        raise TsscError("a series without known frames has no context")
+    before = [k for k in known if k <= t]
+    after = [k for k in known if k >= t]
+    t0 = max(before) if before else min(after)
+    t1 = min(after) if after else max(before)
+    place = (t - t0) / (t1 - t0) if t1 != t0 else 0.0
+    frames = (series[..., t0], series[..., t1], np.full(series.shape[:3], place))
+    return np.stack(frames).astype(np.float32)
+
+
 def refine_volume(
     net: RefineNet,
     volume: np.ndarray,
     tile: int | None = None,
     overlap: int = 16,
     device: torch.device | None = None,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
     """Refine one ``(x, y, z)`` float32 volume.
 
@@ -60,32 +82,39 @@ def refine_volume(
         tile: In-plane tile side (a multiple of ``net.config.multiple``); None: whole frame.
         overlap: Minimum overlap between neighbouring tiles, in voxels.
         device: Where to run (default: the network's device).
+        context: Its :func:`context_channels`, for a network trained with them (only then).
 
     Raises:
-        TsscError: If ``tile`` is not a multiple of what the network needs.
+        TsscError: If ``tile`` is not a multiple of what the network needs, or ``context`` is
+            given to a network without it or missing for one with it.
     """
     if volume.ndim != 3:
         raise TsscError(f"expected an (x, y, z) volume, got shape {volume.shape}")
+    if net.config.context != (context is not None):
+        wanted = "needs" if net.config.context else "was trained without"
+        raise TsscError(f"this stage-2 network {wanted} the known frames' context")
     m = net.config.multiple
     device = device or next(net.parameters()).device
     nx, ny, nz = volume.shape
+    inputs = volume[None] if context is None else np.concatenate([volume[None], context])
     px, py = -nx % m, -ny % m
-    padded = np.pad(volume, ((0, px), (0, py), (0, 0)), mode="edge") if px or py else volume
-    sx, sy = padded.shape[:2]
+    pad = ((0, 0), (0, px), (0, py), (0, 0))
+    padded = np.pad(inputs, pad, mode="edge") if px or py else inputs
+    sx, sy = padded.shape[1:3]
     if tile is None:
         tx, ty = sx, sy
     else:
         if tile % m or tile < m:
             raise TsscError(f"tile {tile} must be a positive multiple of {m}")
         tx, ty = min(tile, sx), min(tile, sy)
-    out = np.zeros(padded.shape, np.float32)
-    total = np.zeros(padded.shape, np.float32)
+    out = np.zeros((sx, sy, nz), np.float32)
+    total = np.zeros((sx, sy, nz), np.float32)
     weight = _weight(tx, ty, nz)
     with torch.no_grad(), autocast(device):
         for x0 in _starts(sx, tx, overlap):
             for y0 in _starts(sy, ty, overlap):
-                patch = padded[x0 : x0 + tx, y0 : y0 + ty]
-                inp = torch.from_numpy(np.ascontiguousarray(patch))[None, None].to(device)
+                patch = padded[:, x0 : x0 + tx, y0 : y0 + ty]
+                inp = torch.from_numpy(np.ascontiguousarray(patch))[None].to(device)
                 res = net(inp.float()).float()[0, 0].cpu().numpy()
                 out[x0 : x0 + tx, y0 : y0 + ty] += res * weight
                 total[x0 : x0 + tx, y0 : y0 + ty] += weight
@@ -112,25 +141,17 @@ def refine_series(
     known_set = set(known)
     for t in range(series.shape[3]):
         if t not in known_set:
-            out[..., t] = refine_volume(net, series[..., t], tile, overlap, device)
+            context = context_channels(series, known, t) if net.config.context else None
+            out[..., t] = refine_volume(net, series[..., t], tile, overlap, device, context)
             if not np.isfinite(out[..., t]).all():
                 raise TsscError(f"stage 2 returned NaN or infinite values for frame {t}")
     return out
 
 
-def load_refine(
+def _load_network(
     path: str | Path, device: str | torch.device = "cpu", backend: str | None = None
 ) -> RefineNet:
-    """Rebuild a trained stage-2 network from its checkpoint folder, in eval mode.
-
-    Args:
-        path: ``tssc-train-stage2``'s ``OUT/checkpoint``.
-        device: Where to put the weights.
-        backend: Force a state-space backend (default: the checkpoint's, normally ``auto``).
-
-    Raises:
-        TsscError: If the folder is not a stage-2 checkpoint or its tensors do not fit.
-    """
+    """Rebuild a trained stage-2 network from its checkpoint folder, in eval mode."""
     ckpt = load_checkpoint(path, "stage2")
     with ckpt.building():
         data = dict(ckpt.config.get("refine", {}))
@@ -185,9 +206,20 @@ def load_refiner(
     tile: int | None = None,
     overlap: int = 16,
 ) -> Refiner:
-    """Load a stage-2 checkpoint as a :class:`Refiner` (see :func:`load_refine`)."""
+    """Load a stage-2 checkpoint as a :class:`Refiner`.
+
+    Args:
+        checkpoint: ``tssc-train-stage2``'s ``OUT/checkpoint``.
+        device: Where the network runs.
+        backend: Force a state-space backend (default: the checkpoint's, normally ``auto``).
+        tile: In-plane tile side (see :func:`refine_volume`).
+        overlap: Minimum overlap between neighbouring tiles.
+
+    Raises:
+        TsscError: If the folder is not a stage-2 checkpoint or its tensors do not fit.
+    """
     where = resolve_device(device)
-    net = load_refine(checkpoint, where, backend)
+    net = _load_network(checkpoint, where, backend)
     return Refiner(net, where, Path(checkpoint), tile, overlap)
 
 

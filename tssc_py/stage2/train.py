@@ -22,21 +22,11 @@ from tqdm import tqdm
 
 from tssc_py.device import autocast, check_network_fits, resolve_device
 from tssc_py.errors import TsscError, check_integer
-from tssc_py.methods import Diffusion, get_method
-from tssc_py.methods.base import RUNTIME_OPTIONS
-from tssc_py.methods.diffusion import FINGERPRINT_KEYS
 from tssc_py.metrics import cross_slice_error, psnr, ssim
 from tssc_py.prepare import load_record, record_path
+from tssc_py.sequences import prepared_images
 from tssc_py.signals import deferred_stop
-from tssc_py.stage1.data import prepared_images
-from tssc_py.stage2.data import (
-    CropSampler,
-    Pair,
-    generate_stage1,
-    load_pairs,
-    outputs_folder,
-    outputs_source,
-)
+from tssc_py.stage2.data import CropSampler, Pair, Stage1Source, load_pairs
 from tssc_py.stage2.losses import LossConfig, refine_loss, usable_level
 from tssc_py.stage2.model import REFINE_LIMITS, RefineConfig, RefineNet, preset_config
 from tssc_py.stage2.refine import refine_volume
@@ -74,28 +64,37 @@ class TrainConfig(RunOptions):
         crop: In-plane crop side of the training samples.
         w_mse: MSE weight.
         w_wavelet: Wavelet weight.
-        w_tv: Total-variation weight.
+        w_tv: Total-variation weight: 0 by default, where the paper uses 1. On 0..1
+            intensities the TV of a frame is about 35 times its MSE to the truth (the first
+            steps' log of the recipe), so at weight 1 TV, not fidelity, steers the network.
         wavelet: Wavelet of the wavelet term.
         level: Wavelet levels.
+        context: Give the network the known frames around each refined one
+            (:attr:`~tssc_py.stage2.model.RefineConfig.context`).
     """
 
+    # The CPU recipe's budget (benchmarks/stage2_recipe.py trains with these defaults): 1000
+    # steps, the subjects stage 1 validates on held out too, a checkpoint every 250 steps.
+    steps: int = 1000
     batch_size: int = 4
+    val_subjects: int = 2
+    checkpoint_every: int = 250
     preset: str = AUTO_PRESET
     channels: int | None = None
     blocks: int | None = None
     backend: str = "auto"
-    crop: int = 64
+    crop: int = 32
     w_mse: float = 1.0
     w_wavelet: float = 1.0
-    w_tv: float = 1.0
+    w_tv: float = 0.0
     wavelet: str = "haar"
     level: int = 3
+    context: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # The network halves the in-plane size twice.
-        if self.crop < 4 or self.crop % 4:
-            raise TsscError(f"crop must be a positive multiple of 4, got {self.crop}")
+        if self.crop < 1:
+            raise TsscError(f"crop must be at least 1, got {self.crop}")
         for name, value in self.network_overrides().items():
             check_integer(name, value, *REFINE_LIMITS[name])
 
@@ -106,7 +105,8 @@ class TrainConfig(RunOptions):
 
     def refine_config(self) -> RefineConfig:
         """The network's config: the preset with the given overrides."""
-        return preset_config(self.preset, backend=self.backend, **self.network_overrides())
+        overrides = self.network_overrides()
+        return preset_config(self.preset, backend=self.backend, context=self.context, **overrides)
 
     def loss_config(self) -> LossConfig:
         """The loss weights and wavelet."""
@@ -118,8 +118,9 @@ def evaluate(net: RefineNet, pairs: list[Pair], device: torch.device) -> dict[st
     net.eval()
     scores: dict[str, list[float]] = {}
     for pair in pairs:
-        for made, truth in zip(pair.generated, pair.truth, strict=True):
-            refined = refine_volume(net, made, device=device)
+        for i, (made, truth) in enumerate(zip(pair.generated, pair.truth, strict=True)):
+            context = None if pair.context is None else pair.context[i]
+            refined = refine_volume(net, made, device=device, context=context)
             for prefix, volume in (("val", refined), ("val_stage1", made)):
                 scores.setdefault(f"{prefix}_psnr", []).append(psnr(volume, truth))
                 scores.setdefault(f"{prefix}_ssim", []).append(ssim(volume, truth, "2d"))
@@ -127,6 +128,21 @@ def evaluate(net: RefineNet, pairs: list[Pair], device: torch.device) -> dict[st
                     cross_slice_error(volume, truth)
                 )
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def say_stage1_gap(train_pairs: list[Pair], val_pairs: list[Pair]) -> None:
+    """Say on stderr how good the stage-1 frames stage 2 learns from are, next to those of the
+    validation subjects: a stage 1 trained on the same subjects makes smaller errors on them
+    than on new ones, and stage 2 then learns to repair errors smaller than it will meet."""
+
+    def mean_psnr(pairs: list[Pair]) -> float:
+        frames = [zip(p.generated, p.truth, strict=True) for p in pairs]
+        return float(np.mean([psnr(made, truth) for f in frames for made, truth in f]))
+
+    line = f"stage-1 frames: PSNR {mean_psnr(train_pairs):.2f} dB on the training subjects"
+    if val_pairs:
+        line += f", {mean_psnr(val_pairs):.2f} on the validation subjects"
+    print(line, file=sys.stderr)
 
 
 def say_lowered_level(shapes: Iterable[tuple[int, int, int]], loss: LossConfig) -> None:
@@ -144,9 +160,7 @@ def train(
     inputs: list[str | Path],
     out: Path,
     config: TrainConfig,
-    stage1: Path | None = None,
-    stage1_outputs: Path | None = None,
-    stage1_options: dict[str, Any] | None = None,
+    stage1: Stage1Source,
     resume: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
@@ -156,11 +170,11 @@ def train(
 
     Args:
         inputs: Prepared images or folders of them (evaluate mode).
-        out: Run folder: ``checkpoint/``, ``log.csv`` and ``stage1_outputs/`` (made here).
+        out: Run folder: ``checkpoint/``, ``log.csv`` and ``stage1_outputs/`` (where
+            ``stage1`` makes its outputs).
         config: Training options (on resume, the saved ones are used except ``steps``).
-        stage1: Stage-1 checkpoint to generate the inputs with.
-        stage1_outputs: Folder of existing stage-1 outputs instead (``SUBJECT.nii[.gz]``).
-        stage1_options: Further options of the diffusion method (``steps``, ``seed``...).
+        stage1: Where the stage-1 outputs come from (:mod:`tssc_py.refinement` makes one from
+            a method or a folder).
         resume: Continue from ``out/checkpoint``.
         overwrite: Start afresh even if ``out`` holds an earlier run.
         show_progress: Draw a progress bar.
@@ -173,8 +187,6 @@ def train(
     Raises:
         TsscError: For bad inputs or a checkpoint that does not fit.
     """
-    if (stage1 is None) == (stage1_outputs is None):
-        raise TsscError("give either a stage-1 checkpoint or a folder of stage-1 outputs")
     run = Run(out, KIND, LOG_COLUMNS, resume, overwrite)
     config = run.options(config, typed)
     images = prepared_images(inputs)
@@ -188,14 +200,19 @@ def train(
     subjects = sorted(first)
     run.check_saved("subjects", subjects, "was trained on other subjects than these inputs")
     prepared_with = load_record(record_path(images[0])).config
-    if run.saved is not None and "prepare" in run.saved.config:
-        # Other known frames (--known-every) are other training pairs.
-        run.check_saved("prepare", prepared_with, "was trained on subjects prepared otherwise")
+    # Other known frames (--known-every) are other training pairs.
+    run.check_saved("prepare", prepared_with, "was trained on subjects prepared otherwise")
     # Everything that can be refused is checked before stage 1 runs over the cohort.
     _, val_subjects = hold_out(subjects, config.val_subjects, str)
     device = resolve_device(config.device)
     config = chosen_preset(config, device, "tiny", "base", "stage 2")
     refine_config = config.refine_config()
+    if config.crop % refine_config.multiple:
+        raise TsscError(
+            f"--crop must be a multiple of {refine_config.multiple} for the --preset "
+            f"{config.preset} network (it halves the in-plane size {refine_config.down} times), "
+            f"got {config.crop}"
+        )
     given = "".join(f", --{k} {v}" for k, v in config.network_overrides().items())
     check_network_fits(
         lambda: RefineNet(refine_config),
@@ -203,37 +220,14 @@ def train(
         "the weights, their gradients and Adam's two moments",
         f"the network of --preset {config.preset}{given}",
     )
-    # The stage-1 method to run, or the folder of its outputs.
-    producer: Diffusion | Path
-    if stage1 is not None:
-        options = {**(stage1_options or {}), "checkpoint": stage1, "device": config.device}
-        method = get_method("diffusion", **options)
-        assert isinstance(method, Diffusion)  # the class registered as "diffusion"
-        producer = method
-        source = producer.fingerprint()  # the weights too: a retrained stage 1 is another
-    else:
-        assert stage1_outputs is not None  # exactly one of the two, checked above
-        producer = Path(stage1_outputs)
-        source = outputs_source(producer)
-    # Older checkpoints did not record their stage-1 outputs: they resume unchecked; those
-    # that recorded no weights digest (before 2026-11-26) are compared without it, and the
-    # runtime options they recorded (batch_size) are not compared.
-    if run.saved is not None and "stage1" in run.saved.config:
-        saved = run.saved.config["stage1"]
-        compared = source
-        if isinstance(saved, dict) and "weights_sha256" not in saved:
-            compared = {k: v for k, v in source.items() if k not in FINGERPRINT_KEYS}
-        if isinstance(saved, dict) and isinstance(producer, Diffusion):
-            compared = {**{k: saved[k] for k in RUNTIME_OPTIONS if k in saved}, **compared}
-        run.check_saved("stage1", compared, "was trained on other stage-1 outputs")
-    if isinstance(producer, Diffusion):
-        cache = run.out / "stage1_outputs"
-        generated = generate_stage1(images, cache, producer, show_progress)
-    else:
-        generated = outputs_folder(producer, subjects)
-    pairs = sorted(load_pairs(images, generated), key=lambda p: p.subject)
+    source = stage1.fingerprint()  # a method's weights too: a retrained stage 1 is another
+    run.check_saved("stage1", source, "was trained on other stage-1 outputs")
+    generated = stage1.outputs(images, run.out / "stage1_outputs", show_progress)
+    pairs = load_pairs(images, generated, refine_config.context)
+    pairs.sort(key=lambda p: p.subject)
     train_pairs = [p for p in pairs if p.subject not in val_subjects]
     val_pairs = [p for p in pairs if p.subject in val_subjects]
+    say_stage1_gap(train_pairs, val_pairs)
 
     torch.manual_seed(config.seed)
     net = RefineNet(refine_config).to(device)
@@ -254,7 +248,7 @@ def train(
         "prepare": prepared_with,
         "stage1": source,
     }
-    sampler = CropSampler(train_pairs, config.crop)
+    sampler = CropSampler(train_pairs, config.crop, refine_config.multiple)
     if loss_config.w_wavelet > 0:
         say_lowered_level(sampler.crop_shapes(), loss_config)
     start = time.monotonic() - run.elapsed

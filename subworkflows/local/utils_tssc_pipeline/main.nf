@@ -120,9 +120,9 @@ def isTrue(value) {
 }
 
 // The checkpoint kind (config.json "kind") of a method's trained model; null for a method without
-// one. tssc_py.methods: each method's checkpoint_kind (a test keeps them equal).
+// one: each method's checkpoint_kind in tssc_py.methods, written by python -m tssc_py.schema.
 def checkpointKind(method) {
-    return [diffusion: 'stage1', voxelmorph: 'voxelmorph', transmorph: 'transmorph', uvinet: 'uvinet'][method]
+    return [diffusion: 'stage1', transmorph: 'transmorph', uvinet: 'uvinet', voxelmorph: 'voxelmorph'][method]
 }
 
 // Whether a method needs a trained model of a kind not among the available ones.
@@ -133,9 +133,9 @@ def lacksModel(method, available) {
 
 // --checkpoint: comma-separated checkpoint/ folders, at most one of each kind -> [ kind: folder ].
 def checkpointsByKind(list) {
-    // The kinds (config.json "kind") of the learned methods' checkpoints:
-    // tssc_py.stage1.train.KIND and tssc_py.baselines.MODELS (a test keeps them equal).
-    def kinds = ['stage1', 'voxelmorph', 'transmorph', 'uvinet']
+    // The kinds (config.json "kind") of the learned methods' checkpoints, written by
+    // python -m tssc_py.schema.
+    def kinds = ['stage1', 'transmorph', 'uvinet', 'voxelmorph']
     def found = [:]
     list.tokenize(',')*.trim().findAll { text -> text }.each { text ->
         def folder = file(text, checkIfExists: true)
@@ -206,7 +206,7 @@ def mergeVersions(texts) {
 }
 
 // The method name of stage 2 over a method's output: 'tssc' over diffusion (the full TSSC-Net),
-// METHOD_sc over any other (tssc_py.stage2.refined_name; a test keeps them equal).
+// METHOD_sc over any other (tssc_py.runs.refined_name; a test keeps them equal).
 def refinedName(method) {
     return method == 'diffusion' ? 'tssc' : "${method}_sc"
 }

@@ -1,4 +1,4 @@
-"""Stage-1 training data: prepared subjects, random windows, flips, known-frame patterns."""
+"""The shared slice-sequence dataset: prepared subjects, random windows, flips, known frames."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import STAGE1_SIZE, blob_series, write_nifti
 from tssc_py.errors import TsscError
 from tssc_py.prepare import PrepareConfig, prepare_file
-from tssc_py.stage1.data import (
+from tssc_py.sequences import (
     Sampler,
     known_pattern,
     load_cohort,

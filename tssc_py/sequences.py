@@ -1,4 +1,5 @@
-"""Training data for stage 1: prepared subjects cut into 2D+t slice sequences.
+"""The 2D+t slice-sequence dataset that stage 1, stage 2 and the baselines share: prepared
+subjects cut into slice sequences, and the samplers stage 1 and the baselines train with.
 
 A prepared subject (``tssc-prepare`` output: an image and its JSON record) holds only real
 frames, in both modes, so every frame of it can serve as ground truth. Each training sample
